@@ -1,0 +1,163 @@
+"""Command-line interface: argument parsing only; every subcommand calls one plain Python function.
+
+User mistakes (any :class:`~lossbench.errors.LossbenchError`) are printed as one line on stderr and the
+process exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lossbench import __version__
+from lossbench.errors import LossbenchError
+
+__all__ = ["main", "build_parser"]
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from lossbench.study.runner import run_study
+
+    run_study(
+        ns.study,
+        out=ns.out,
+        executor=ns.executor,
+        workers=ns.workers,
+        device=ns.device,
+        fresh=ns.fresh,
+        dry_run=ns.dry_run,
+        address=ns.address,
+        report=not ns.no_report,
+    )
+    return 0
+
+
+def _cmd_validate(ns: argparse.Namespace) -> int:
+    from lossbench.study.config import validate_study_file
+
+    cfg = validate_study_file(ns.study)
+    print(f"{ns.study}: valid study {cfg.name!r}")
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from lossbench.report.render import write_report
+
+    for path in write_report(ns.run_dir, formats=_csv(ns.format)):
+        print(path)
+    return 0
+
+
+def _cmd_gallery(ns: argparse.Namespace) -> int:
+    from lossbench.report.gallery import write_gallery
+
+    print(write_gallery(ns.out))
+    return 0
+
+
+def _cmd_audit(ns: argparse.Namespace) -> int:
+    from lossbench.audit import run_audit
+
+    run_audit(losses=ns.loss or None, out=ns.out, show=True)
+    return 0
+
+
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from lossbench.bench import run_bench
+
+    run_bench(
+        suites=_csv(ns.suite),
+        sizes=_csv(ns.sizes) if ns.sizes else None,
+        device=ns.device,
+        repeats=ns.repeats,
+        out=ns.out,
+        show=True,
+    )
+    return 0
+
+
+def _cmd_losses(ns: argparse.Namespace) -> int:
+    from lossbench.losses import print_losses
+
+    print_losses()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    p = argparse.ArgumentParser(
+        prog="lossbench",
+        description="Benchmark instance-aware segmentation losses (ICI, blob, inverse weighting, Dice, ...).",
+    )
+    p.add_argument("--version", action="version", version=f"lossbench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train and evaluate every loss of a study file (resumes by default)")
+    r.add_argument("study", type=Path, help="study YAML file")
+    r.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<study name>)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local")
+    r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local executor)")
+    r.add_argument("--address", default=None, help="Ray cluster address (ray executor); default starts a local Ray")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument("--fresh", action="store_true", help="discard this study's previous results and start over")
+    r.add_argument("--dry-run", action="store_true", help="print the grid and the number of steps, run nothing")
+    r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("validate", help="check a study file (schema and every name), run nothing")
+    v.add_argument("study", type=Path)
+    v.set_defaults(func=_cmd_validate)
+
+    rep = sub.add_parser("report", help="write report.md / report.html for a run folder")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--format", default="md,html", help="comma-separated: md, html")
+    rep.set_defaults(func=_cmd_report)
+
+    g = sub.add_parser("gallery", help="synthetic sanity-check gallery (markdown + HTML + PNG)")
+    g.add_argument("--out", type=Path, default=Path("reports/gallery"))
+    g.set_defaults(func=_cmd_gallery)
+
+    a = sub.add_parser("audit", help="gradient audit of every loss term on small scenes")
+    a.add_argument("--loss", action="append", help="loss name (repeatable; default: all)")
+    a.add_argument("--out", type=Path, default=None, help="folder for audit.md / audit.csv")
+    a.set_defaults(func=_cmd_audit)
+
+    b = sub.add_parser("bench", help="performance benchmark: labelling backends, losses, metrics")
+    b.add_argument("--suite", default="cc,losses,scaling,metrics", help="comma-separated: cc, losses, scaling, metrics")
+    b.add_argument("--sizes", default=None, help="comma-separated sizes, e.g. 512x512,64,96,192")
+    b.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--out", type=Path, default=None, help="folder for bench.json / bench.md")
+    b.set_defaults(func=_cmd_bench)
+
+    lo = sub.add_parser("losses", help="list the registered losses with parameters and defaults")
+    lo.set_defaults(func=_cmd_losses)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lossbench`` console script."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(ns, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0
+    try:
+        return func(ns)
+    except LossbenchError as exc:
+        print(f"lossbench {ns.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lossbench {ns.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
