@@ -1,0 +1,1 @@
+"""Reporting: ranked tables (:mod:`lossbench.report.ranking`) and statistics (:mod:`lossbench.report.stats`)."""
