@@ -1,0 +1,686 @@
+r"""ICI (Eq. 1) and DICI (Eq. 6) losses, vectorised over instances (no Python loop over instances).
+
+.. math::
+
+    \mathcal{L}_{ICI} = a\,\mathcal{L}_{global} + b\,\mathcal{L}_{instance} + c\,\mathcal{L}_{center}
+    \qquad
+    \mathcal{L}_{DICI} = a\,\mathcal{L}_{global} + b\,\mathcal{L}_{instance} + c\,\mathcal{L}_{predicted}
+        + d\,\mathcal{L}_{center}
+
+How the instance terms are computed (cost O(voxels + pairs)): label components and prediction
+components (``prob >= threshold``) are labelled on detached tensors and given batch-global ids.
+For every label instance ``n`` the masked output ``out_n`` of REFERENCE.md section 2 is never built;
+its base-loss sums are assembled from
+
+* per-pair sums over the voxels shared by ``n`` and a touching component ``m`` (``index_add`` over the
+  pair index of each shared voxel), and
+* per-component sums over the component's background voxels (and, for ``tp_mode="keep"``, over its
+  voxels inside any label instance),
+
+then added per instance with ``index_add`` over the pair table. Gradients reach the prediction only
+through these probability sums, exactly as in the reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lossbench.cc import label_components
+from lossbench.cc.api import BACKENDS
+from lossbench.errors import ConfigError, expect
+from lossbench.instances import (
+    box_voxels,
+    centroids_ceil_from_positions,
+    component_images,
+    global_ids,
+    pair_table,
+    segment_sum,
+)
+from lossbench.losses._core import (
+    BaseSpec,
+    Prepared,
+    baseline_terms,
+    check_choice,
+    check_flag,
+    check_nonneg,
+    elementwise,
+    entry_loss,
+    image_sums,
+    make_base_spec,
+    pred_stat,
+)
+from lossbench.losses._module import TermLoss
+from lossbench.losses.baselines import ActivationConfig
+
+__all__ = [
+    "ICIConfig",
+    "ICILoss",
+    "DICILoss",
+    "ici_terms",
+    "ici_loss",
+    "dici_terms",
+    "dici_loss",
+    "TP_MODES",
+    "CENTER_MODES",
+    "REDUCTIONS",
+    "REFERENCE_DEFAULTS",
+    "LOSSBENCH_DEFAULTS",
+]
+
+TP_MODES = ("keep", "remove", "remove_detached")
+CENTER_MODES = ("reference", "trainable")
+REDUCTIONS = ("instance", "image")
+#: Options set by ``reference=True`` when not given explicitly (REFERENCE.md sections 2-3).
+REFERENCE_DEFAULTS = {
+    "tp_mode": "remove_detached",
+    "center_mode": "reference",
+    "max_pred_instances": 50,
+    "too_many_factor": 50,
+}
+#: lossbench's own defaults (``reference=False``): Eq. 5's pure set difference, the trainable centre, no caps.
+LOSSBENCH_DEFAULTS = {"tp_mode": "remove", "center_mode": "trainable", "max_pred_instances": 0, "too_many_factor": 0}
+_REF_CUBE_VALUE = 1.0 + 1e-7
+
+
+@dataclass(frozen=True)
+class ICIConfig:
+    """Validated options of ``ici``/``dici`` (see :class:`ICILoss` for their meaning)."""
+
+    a: float
+    b: float
+    c: float
+    d: float
+    dual: bool
+    base: BaseSpec
+    tp_mode: str
+    cube_size: int
+    center_mode: str
+    reduction: str
+    max_pred_instances: int
+    too_many_factor: float
+    threshold: float
+    connectivity: int | None
+    cc_backend: str
+    num_iterations: int | None
+    activation: ActivationConfig
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        dual: bool,
+        a: float,
+        b: float,
+        c: float,
+        d: float = 0.0,
+        base: str | dict[str, Any] = "dice",
+        tp_mode: str | None = None,
+        cube_size: int = 7,
+        center_mode: str | None = None,
+        reduction: str = "instance",
+        max_pred_instances: int | None = None,
+        too_many_factor: float | None = None,
+        threshold: float = 0.5,
+        connectivity: int | None = None,
+        cc_backend: str = "auto",
+        num_iterations: int | None = None,
+        reference: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        smooth_nr: float | None = None,
+        smooth_dr: float | None = None,
+    ) -> ICIConfig:
+        """Validate every option (raising :class:`ConfigError`) and resolve the ``reference`` switch."""
+        check_flag("reference", reference)
+        defaults = REFERENCE_DEFAULTS if reference else LOSSBENCH_DEFAULTS
+        tp_mode = defaults["tp_mode"] if tp_mode is None else tp_mode
+        center_mode = defaults["center_mode"] if center_mode is None else center_mode
+        max_pred_instances = defaults["max_pred_instances"] if max_pred_instances is None else max_pred_instances
+        too_many_factor = defaults["too_many_factor"] if too_many_factor is None else too_many_factor
+        names = ("a", "b", "c", "d") if dual else ("a", "b", "c")
+        for name, w in zip(("a", "b", "c", "d"), (a, b, c, d)):
+            if name in names:
+                check_nonneg(name, w)
+        check_choice("tp_mode", tp_mode, TP_MODES)
+        check_choice("center_mode", center_mode, CENTER_MODES)
+        check_choice("reduction", reduction, REDUCTIONS)
+        if isinstance(cube_size, bool) or not isinstance(cube_size, int) or cube_size < 1 or cube_size % 2 == 0:
+            raise expect("cube_size", "an odd int >= 1 (side length of the centre cube)", repr(cube_size))
+        if isinstance(max_pred_instances, bool) or not isinstance(max_pred_instances, int) or max_pred_instances < 0:
+            raise expect("max_pred_instances", "an int >= 0 (0 = no cap) or None", repr(max_pred_instances))
+        check_nonneg("too_many_factor", too_many_factor)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise expect("threshold", "a number in (0, 1]", repr(threshold))
+        if connectivity is not None and (
+            isinstance(connectivity, bool) or not isinstance(connectivity, int) or not 1 <= connectivity <= 3
+        ):
+            raise expect("connectivity", "None (full) or an int in 1..3 (orthogonal hops)", repr(connectivity))
+        check_choice("cc_backend", cc_backend, BACKENDS)
+        if num_iterations is not None and cc_backend != "maxpool":
+            raise ConfigError(f"`num_iterations` only applies to cc_backend='maxpool', got cc_backend={cc_backend!r}")
+        activation = ActivationConfig(sigmoid, softmax, include_background, to_onehot_y)
+        base_dict = dict(base) if isinstance(base, dict) else {"name": base}
+        for key, val in (("smooth_nr", smooth_nr), ("smooth_dr", smooth_dr)):
+            if val is not None:
+                if base_dict.get("name") in ("bce", "focal"):
+                    raise ConfigError(f"`{key}` needs a Dice-type `base`, got base={base_dict.get('name')!r}")
+                base_dict[key] = val
+        spec = make_base_spec(base_dict)
+        return cls(
+            float(a), float(b), float(c), float(d), dual, spec, tp_mode, cube_size, center_mode, reduction,
+            int(max_pred_instances), float(too_many_factor), float(threshold), connectivity, cc_backend,
+            num_iterations, activation,
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _reduce(vals: torch.Tensor, imgs: torch.Tensor, n_images: int, n_channels: int, mode: str) -> torch.Tensor:
+    """Mean of per-entry values: over all entries of a channel ("instance") or per image first ("image").
+
+    Channels are the fastest axis of the flattened ``(B * C')`` images; the result is the mean over channels.
+    """
+    if mode == "image":
+        per_img = vals.new_zeros(n_images).index_add(0, imgs, vals)
+        cnt = torch.bincount(imgs, minlength=n_images).clamp(min=1)
+        return (per_img / cnt).mean()
+    ch = imgs % n_channels
+    per_ch = vals.new_zeros(n_channels).index_add(0, ch, vals)
+    cnt = torch.bincount(ch, minlength=n_channels).clamp(min=1)
+    return (per_ch / cnt).mean()
+
+
+def _boxes(centre: torch.Tensor, spatial: tuple[int, ...], cube_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference cube extents: indices ``c - h - 1 .. c + h - 1`` clipped to the image, as [lo, hi) per axis."""
+    offset = (cube_size - 1) // 2
+    biggest = max(spatial)
+    half = torch.tensor([math.ceil(s / biggest * offset) for s in spatial], dtype=torch.int64, device=centre.device)
+    size = torch.tensor(spatial, dtype=torch.int64, device=centre.device)
+    lo = (centre - half - 1).clamp(min=0)
+    hi = torch.minimum(centre + half, size)
+    return lo, hi
+
+
+#: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume.
+DENSE_CENTER_FRACTION = 0.25
+
+
+def _corner_sum_index(
+    lo: torch.Tensor, hi: torch.Tensor, image: torch.Tensor, padded: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (into ``(B, *padded)``) and signs (+ at lo, - at hi per axis) of the corners of boxes [lo, hi)."""
+    ndim = len(padded)
+    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
+    per_image = math.prod(padded)
+    idx, sign = [], []
+    for corner in range(1 << ndim):
+        flat = image * per_image
+        s = 1
+        for d in range(ndim):
+            use_hi = (corner >> d) & 1
+            flat = flat + (hi[:, d] if use_hi else lo[:, d]) * strides[d]
+            s = -s if use_hi else s
+        idx.append(flat)
+        sign.append(torch.full_like(flat, s))
+    return torch.cat(idx), torch.cat(sign)
+
+
+@dataclass
+class _CenterGeometry:
+    """Detached cube geometry of the centre term (see :func:`_center_geometry`)."""
+
+    n_both: torch.Tensor  # per image: voxels in a label cube and a prediction cube
+    n_l: torch.Tensor  # per image: voxels in a label cube
+    n_p: torch.Tensor  # per image: voxels in a prediction cube
+    lonly_pos: torch.Tensor  # flat positions of label-cube voxels outside every prediction cube
+    lonly_img: torch.Tensor
+    po_img: torch.Tensor | None = None  # sparse: image of every prediction-only voxel
+    po_cnt: torch.Tensor | None = None  # sparse: number of prediction cubes covering it
+    po_box: torch.Tensor | None = None  # sparse: (cube, voxel) incidences on prediction-only voxels
+    po_voxel: torch.Tensor | None = None
+    w_box: torch.Tensor | None = None  # dense: per prediction cube, sum over its prediction-only voxels of 1/count
+
+
+def _center_geometry(
+    cfg: ICIConfig,
+    boxes_l: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    boxes_p: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    n_img: int,
+    spatial: tuple[int, ...],
+) -> _CenterGeometry:
+    """Which voxels the label and prediction cubes cover: sparse (cube voxels only) or dense (whole volume).
+
+    The sparse path enumerates the cube voxels (:func:`lossbench.instances.box_voxels`): O(cube voxels).
+    The dense path paints both kinds of cubes into one difference array (label cubes count ``2^11`` or
+    ``2^26``, prediction cubes 1) and takes cumulative sums along every axis: O(voxels) whatever the
+    number of cubes. It is used when the cubes cover more than :data:`DENSE_CENTER_FRACTION` of the batch
+    volume and the trainable map is only needed through linear sums (dice-type base without
+    ``squared_pred``): the prediction-cube mass outside the label cubes, ``sum_v avg(v)``, is then
+    ``sum_b mean_b * w_b`` with ``w_b = sum_{v in b, v outside label cubes} 1 / count(v)``, read from a
+    summed-area table.
+    """
+    spec = cfg.base
+    ndim = len(spatial)
+    n_vox = math.prod(spatial)
+    total = n_img * n_vox
+    dev = boxes_l[0].device
+    lo_l, hi_l, img_l = boxes_l
+    lo_p, hi_p, img_p = boxes_p
+    cube_voxels = int(((hi_l - lo_l).clamp(min=0).prod(1).sum() + (hi_p - lo_p).clamp(min=0).prod(1).sum()).item())
+    linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
+    if not (linear and cube_voxels >= DENSE_CENTER_FRACTION * total):
+        fl_l, _ = box_voxels(lo_l, hi_l, img_l, spatial)
+        fl_p, box_p = box_voxels(lo_p, hi_p, img_p, spatial)
+        n_lv = fl_l.numel()
+        uniq, inv = torch.unique(torch.cat([fl_l, fl_p]), return_inverse=True)
+        n_u = uniq.numel()
+        in_l = torch.bincount(inv[:n_lv], minlength=n_u) > 0
+        slot_p = inv[n_lv:]
+        cnt_p = torch.bincount(slot_p, minlength=n_u)
+        in_p = cnt_p > 0
+        img_u = torch.div(uniq, n_vox, rounding_mode="floor")
+        lonly = in_l & ~in_p
+        ponly = in_p & ~in_l
+        incid = ponly[slot_p]
+        po_index = torch.cumsum(ponly, 0) - 1
+        return _CenterGeometry(
+            n_both=torch.bincount(img_u[in_l & in_p], minlength=n_img),
+            n_l=torch.bincount(img_u[in_l], minlength=n_img),
+            n_p=torch.bincount(img_u[in_p], minlength=n_img),
+            lonly_pos=uniq[lonly],
+            lonly_img=img_u[lonly],
+            po_img=img_u[ponly],
+            po_cnt=cnt_p[ponly],
+            po_box=box_p[incid],
+            po_voxel=po_index[slot_p[incid]],
+        )
+    padded = tuple(s + 1 for s in spatial)
+    f64 = torch.float64
+    # Counts in floats (cumulative sums of floats are faster than int64 ones on CPU): float32 is exact while
+    # every partial sum stays below 2^24, i.e. with fewer than 2^11 cubes of each kind per image.
+    most = max(int(torch.bincount(img_l, minlength=1).max()), int(torch.bincount(img_p, minlength=1).max()))
+    small = most < (1 << 11)
+    big = float(1 << 11) if small else float(1 << 26)
+    cdt = torch.float32 if small else f64
+    il, sl = _corner_sum_index(lo_l, hi_l, img_l, padded)
+    ip, sp = _corner_sum_index(lo_p, hi_p, img_p, padded)
+    diff = torch.zeros(n_img * math.prod(padded), dtype=cdt, device=dev)
+    diff.index_add_(0, torch.cat([il, ip]), torch.cat([sl.to(cdt) * big, sp.to(cdt)]))
+    cov = diff.view(n_img, *padded)
+    for d in range(ndim):
+        cov = cov.cumsum(d + 1)
+    cov = cov[(slice(None),) + tuple(slice(0, s) for s in spatial)]
+    in_l = cov >= big
+    cnt_p = torch.fmod(cov, big)
+    in_p = cnt_p > 0
+    both = in_l & in_p
+    dims = tuple(range(1, ndim + 1))
+    if cfg.center_mode == "trainable":
+        lonly_pos = torch.nonzero((in_l ^ both).reshape(-1), as_tuple=True)[0]
+    else:  # constant maps: counts suffice
+        lonly_pos = torch.zeros(0, dtype=torch.int64, device=dev)
+    geom = _CenterGeometry(
+        n_both=torch.count_nonzero(both, dim=dims),
+        n_l=torch.count_nonzero(in_l, dim=dims),
+        n_p=torch.count_nonzero(in_p, dim=dims),
+        lonly_pos=lonly_pos,
+        lonly_img=torch.div(lonly_pos, n_vox, rounding_mode="floor"),
+    )
+    if cfg.center_mode == "trainable":
+        g = torch.zeros(n_img, *padded, dtype=f64, device=dev)
+        g[(slice(None),) + tuple(slice(1, None) for _ in spatial)] = torch.where(
+            in_p ^ both, cnt_p.to(f64).clamp(min=1).reciprocal(), torch.zeros((), dtype=f64, device=dev)
+        )
+        for d in range(ndim):
+            g = g.cumsum(d + 1)
+        # summed-area table with a zero first row/column: box [lo, hi) sums over its corners; painting signs are
+        # + at lo and - at hi, a query needs + at hi and - at lo: flip by (-1)^ndim
+        idx, sign = _corner_sum_index(lo_p, hi_p, img_p, padded)
+        query = g.reshape(-1)[idx] * (sign.to(f64) * (-1) ** ndim)
+        geom.w_box = query.view(1 << ndim, lo_p.shape[0]).sum(0)
+    return geom
+
+
+def _center_value(
+    cfg: ICIConfig,
+    geom: _CenterGeometry,
+    p_lonly: torch.Tensor,
+    mean_p: torch.Tensor | None,
+    img_p: torch.Tensor,
+    n_img: int,
+    n_vox: int,
+) -> torch.Tensor:
+    """Centre term from the geometry: per-image base loss of the cube maps, mean over images.
+
+    Reference maps hold the constant ``1 + 1e-7`` (counts suffice). Trainable prediction map: 1 on
+    label-and-prediction cube voxels, the mean of the covering cubes' component means on prediction-only
+    voxels, the raw probability ``p_lonly`` on label-only voxels. The per-voxel part of the base sees values
+    clipped to [0, 1].
+    """
+    spec = cfg.base
+    dt = p_lonly.dtype
+    n_both, n_l, n_p = geom.n_both.to(dt), geom.n_l.to(dt), geom.n_p.to(dt)
+    if cfg.center_mode == "reference":
+        v = _REF_CUBE_VALUE
+        sv = v * v if spec.squared_pred else v
+        elem = None
+        if spec.elem is not None:
+            f = elementwise(spec, p_lonly.new_tensor([1.0, 0.0, 1.0]), p_lonly.new_tensor([0.0, 1.0, 1.0]))
+            elem = f[0] * (n_p - n_both) + f[1] * (n_l - n_both) + f[2] * n_both
+        return entry_loss(spec, n_both * v * v, n_p * sv, n_l * sv, elem, n_vox).mean()
+
+    def per_image(img: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return p_lonly.new_zeros(n_img).index_add(0, img, values)
+
+    inter = n_both + per_image(geom.lonly_img, p_lonly)
+    pred = n_both + per_image(geom.lonly_img, pred_stat(spec, p_lonly))
+    elem = None
+    if geom.w_box is not None:  # dense, linear: mass of the prediction-only voxels through the cube weights
+        pred = pred + per_image(img_p, mean_p * geom.w_box.to(dt))
+    else:
+        avg = p_lonly.new_zeros(geom.po_img.numel()).index_add(0, geom.po_voxel, mean_p[geom.po_box])
+        avg = avg / geom.po_cnt.to(dt)
+        pred = pred + per_image(geom.po_img, pred_stat(spec, avg))
+        if spec.elem is not None:
+            f11 = elementwise(spec, p_lonly.new_ones(1), 1.0)[0]
+            elem = f11 * n_both + per_image(geom.po_img, elementwise(spec, avg, 0.0))
+            elem = elem + per_image(geom.lonly_img, elementwise(spec, p_lonly, 1.0))
+    return entry_loss(spec, inter, pred, n_l, elem, n_vox).mean()
+
+
+def _foreground(mask: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions and ids of the labelled voxels (scanning the bool mask, not the int64 ids)."""
+    pos = torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
+    got = ids[pos]
+    kept = got > 0  # the maxpool backend may drop a voxel (reference quirk): keep labelled voxels only
+    if not bool(kept.all()):
+        pos, got = pos[kept], got[kept]
+    return pos, got
+
+
+def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
+    """The single implementation behind ``ici``/``dici``: every term and the weighted ``"total"``.
+
+    Args:
+        cfg: validated options.
+        prep: validated, activated tensors (probabilities ``(B, C', *spatial)``, binary target).
+
+    Returns:
+        ``{"global", "instance", "center", "total"}`` (DICI also ``"predicted"``), scalar tensors.
+    """
+    spec = cfg.base
+    p_full, y_full = prep.prob, prep.target
+    batch, n_ch = p_full.shape[:2]
+    spatial = tuple(p_full.shape[2:])
+    n_img = batch * n_ch
+    n_vox = math.prod(spatial)
+    dev = p_full.device
+    p = p_full.reshape(n_img, *spatial)
+    y = y_full.reshape(n_img, *spatial) > 0.5
+
+    # -- labelling (detached) and batch-global ids ------------------------------------------------------------
+    cc_kw: dict[str, Any] = {"connectivity": cfg.connectivity, "backend": cfg.cc_backend}
+    if cfg.cc_backend == "maxpool" and cfg.num_iterations is not None:
+        cc_kw["num_iterations"] = cfg.num_iterations
+    pmask = p.detach() >= cfg.threshold
+    lab = label_components(y, **cc_kw)
+    prd = label_components(pmask, **cc_kw)
+    gl, _ = global_ids(lab.labels, lab.counts)
+    gp_raw, off_p = global_ids(prd.labels, prd.counts)
+    n_l = int(lab.counts.sum())
+    n_p_raw = int(prd.counts.sum())
+    pf = p.reshape(-1)
+    glf = gl.reshape(-1)
+    # every later sum runs over foreground voxels only: label voxels and prediction-component voxels
+    lab_pos, lab_ids = _foreground(y, glf)
+    prd_pos, prd_ids = _foreground(pmask, gp_raw.reshape(-1))
+
+    # -- reference caps: too many components -> none used; else the first max_pred_instances in reference order
+    img_p_raw = component_images(prd.counts)
+    keep = torch.ones(n_p_raw, dtype=torch.bool, device=dev)
+    if cfg.too_many_factor > 0:
+        too_many = prd.counts.to(torch.float64) > cfg.too_many_factor * lab.counts.to(torch.float64)
+        keep &= ~too_many[img_p_raw]
+    if cfg.max_pred_instances > 0 and n_p_raw:
+        last = torch.full((n_p_raw + 1,), -1, dtype=torch.int64, device=dev)
+        last = last.scatter_reduce(0, prd_ids, prd_pos % n_vox, reduce="amax")[1:]
+        order = torch.argsort(img_p_raw * n_vox + last)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n_p_raw, device=dev) - off_p[img_p_raw[order]]
+        keep &= rank < cfg.max_pred_instances
+    if bool(keep.all()):
+        n_p, img_p, counts_p = n_p_raw, img_p_raw, prd.counts
+    else:
+        table = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(keep, 0) * keep])
+        prd_ids = table[prd_ids]
+        used = prd_ids > 0
+        prd_pos, prd_ids = prd_pos[used], prd_ids[used]
+        n_p = int(keep.sum())
+        img_p = img_p_raw[keep]
+        counts_p = torch.bincount(img_p, minlength=n_img)
+    img_l = component_images(lab.counts)
+    size_l = torch.bincount(lab_ids, minlength=n_l + 1).to(pf.dtype)
+
+    # -- centre geometry (detached), then ONE gather of every probability the loss reads (one backward scatter)
+    boxes_l = (*_boxes(centroids_ceil_from_positions(lab_pos, lab_ids, n_l, spatial), spatial, cfg.cube_size), img_l)
+    boxes_p = (*_boxes(centroids_ceil_from_positions(prd_pos, prd_ids, n_p, spatial), spatial, cfg.cube_size), img_p)
+    geom = _center_geometry(cfg, boxes_l, boxes_p, n_img, spatial)
+    p_read = pf[torch.cat([prd_pos, geom.lonly_pos])]
+    p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() :]
+
+    # -- per-component sums over prediction voxels, pair table over the voxels shared with a label instance ---
+    gl_sel = glf[prd_pos]
+    bg_sel = (gl_sel == 0).to(pf.dtype)
+    stat_sel = pred_stat(spec, p_sel)
+    # dense pair keys (bincount, no sort) whenever the key space is no larger than the batch volume
+    dense = (n_l + 1) * (n_p + 1) <= max(n_img * n_vox, 1 << 16)
+    pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p, dense=dense)
+    n_pairs = pair_n.numel()
+    pb = p_sel[both]
+    t_p = pf.new_zeros(n_pairs).index_add(0, vpair, pb)
+    t_stat = t_p if not spec.squared_pred else pf.new_zeros(n_pairs).index_add(0, vpair, pb * pb)
+    s_m = segment_sum(stat_sel, prd_ids, n_p)  # whole component
+    if cfg.tp_mode == "keep":
+        w_pair = s_m[pair_m]
+    elif cfg.tp_mode == "remove":
+        w_pair = t_stat + segment_sum(stat_sel * bg_sel, prd_ids, n_p)[pair_m]
+    else:
+        bd_m = segment_sum(pred_stat(spec, p_sel * p_sel.detach()) * bg_sel, prd_ids, n_p)
+        w_pair = t_stat + bd_m[pair_m]
+
+    inter_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, t_p)[1:]
+    pred_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, w_pair)[1:]
+    ground_n = size_l[1:]
+    elem_n = f01 = f1_pair = None
+    if spec.elem is not None:
+        f01 = elementwise(spec, pf.new_zeros(1), 1.0)[0].detach()
+        f1_pair = pf.new_zeros(n_pairs).index_add(0, vpair, elementwise(spec, pb, 1.0))
+        covered_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, overlap.to(pf.dtype))[1:]
+        q_bg = p_sel * p_sel.detach() if cfg.tp_mode == "remove_detached" else p_sel
+        fb_m = segment_sum(elementwise(spec, q_bg, 0.0) * bg_sel, prd_ids, n_p)
+        extra_pair = fb_m[pair_m]
+        if cfg.tp_mode == "keep":
+            fl0_m = segment_sum(elementwise(spec, p_sel, 0.0) * (1 - bg_sel), prd_ids, n_p)
+            f0_pair = pf.new_zeros(n_pairs).index_add(0, vpair, elementwise(spec, pb, 0.0))
+            extra_pair = extra_pair + fl0_m[pair_m] - f0_pair
+        elem_n = f01 * (ground_n - covered_n) + pf.new_zeros(n_l + 1).index_add(0, pair_n, f1_pair + extra_pair)[1:]
+    inst_vals = entry_loss(spec, inter_n, pred_n, ground_n, elem_n, n_vox)
+
+    p2 = p.reshape(n_img, n_vox)
+    y2 = y.reshape(n_img, n_vox)
+    empty_l = torch.nonzero(lab.counts == 0, as_tuple=True)[0]
+    if empty_l.numel():
+        # an image without label instance: one entry, the whole-image base(prob, 0)
+        p_e = p2[empty_l]
+        e_vals = entry_loss(spec, *image_sums(spec, p_e, torch.zeros_like(p_e)), n_vox)
+        inst_vals, img_inst = torch.cat([inst_vals, e_vals]), torch.cat([img_l, empty_l])
+    else:
+        img_inst = img_l
+    instance = _reduce(inst_vals, img_inst, n_img, n_ch, cfg.reduction)
+
+    mean_p = None
+    if cfg.center_mode == "trainable":
+        mean_p = segment_sum(p_sel, prd_ids, n_p)[1:] / torch.bincount(prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
+    center = _center_value(cfg, geom, p_lonly, mean_p, img_p, n_img, n_vox)
+    if p_read.requires_grad and not center.requires_grad:
+        # constant cubes: keep the term on the graph (so .backward() works) with an identically zero gradient
+        center = center + 0.0 * p_read.sum()
+    glob = baseline_terms(spec, prep)["total"]
+    out = {"global": glob, "instance": instance}
+
+    # -- predicted-instance term (DICI) ---------------------------------------------------------------------
+    if cfg.dual:
+        inter_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, t_p)[1:]
+        pred_m = s_m[1:]
+        ground_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, size_l[pair_n])[1:]
+        elem_m = None
+        if spec.elem is not None:
+            covered_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, overlap.to(pf.dtype))[1:]
+            f0_bg = segment_sum(elementwise(spec, p_sel, 0.0) * bg_sel, prd_ids, n_p)
+            f1_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, f1_pair)
+            elem_m = f01 * (ground_m - covered_m) + (f0_bg + f1_m)[1:]
+        pred_vals = entry_loss(spec, inter_m, pred_m, ground_m, elem_m, n_vox)
+        empty_p = torch.nonzero(counts_p == 0, as_tuple=True)[0]
+        img_pred = img_p
+        if empty_p.numel():
+            ep_vals = entry_loss(spec, *image_sums(spec, p2[empty_p], y2[empty_p].to(pf.dtype)), n_vox)
+            pred_vals, img_pred = torch.cat([pred_vals, ep_vals]), torch.cat([img_p, empty_p])
+        out["predicted"] = _reduce(pred_vals, img_pred, n_img, n_ch, cfg.reduction)
+        out["center"] = center
+        out["total"] = cfg.a * glob + cfg.b * instance + cfg.c * out["predicted"] + cfg.d * center
+    else:
+        out["center"] = center
+        out["total"] = cfg.a * glob + cfg.b * instance + cfg.c * center
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+_ICI_DOC_OPTIONS = """
+    Args:
+        base: pixel loss of every term (a baseline name or ``{"name": ..., **params}``; default "dice").
+        tp_mode: how other label instances inside a touching prediction component count for instance n:
+            "keep" (Eq. 3: as false positives), "remove" (Eq. 5: removed, pure set difference; lossbench
+            default), "remove_detached" (the public code: weight 0 on other instances, the *detached*
+            probability on background voxels, which enter as ``p * stopgrad(p)``; reference default).
+        cube_size: odd side length of the centre cubes (default 7, the paper's best; the code's default is 11).
+            Half width per axis ``ceil(size_axis / max(size) * (cube_size - 1) / 2)``, centred at
+            ``ceil(mean index) - 1``, truncated at the border (REFERENCE.md section 3).
+        center_mode: "reference" (constant cubes ``1 + 1e-7``: identically zero gradient) or "trainable"
+            (lossbench's design, the default): the label-cube map is constant; the prediction-cube map is
+            1 where a prediction cube lies inside the label cubes (constant), the *mean probability* of the
+            prediction component(s) whose cube lies outside every label cube (mean over overlapping cubes),
+            and the *raw probability* on label-cube voxels no prediction cube covers. Spurious or misplaced
+            components are thus pushed down as a whole, missed instances' centres are pushed up, and when
+            prediction and label components coincide both sets are empty: zero gradient.
+        reduction: "instance" (Eq. 3's 1/Z: mean over every label instance of the mini-batch; an image without
+            label instances counts as one entry, its whole-image ``base(prob, 0)``) or "image" (mean per image,
+            then over images).
+        max_pred_instances: use only the first k prediction components per image in the reference's order
+            (of each component's last voxel in raster order); 0 = no cap; None = 50 with ``reference=True``,
+            else 0.
+        too_many_factor: use no prediction component in an image with more than ``factor x`` (number of label
+            instances) of them; 0 = off; None = 50 with ``reference=True``, else 0.
+        threshold: prediction components are ``prob >= threshold`` (default 0.5).
+        connectivity: orthogonal hops (None = full, 8 in 2D / 26 in 3D, as the reference code).
+        cc_backend: labelling backend of :func:`lossbench.cc.label_components` ("auto": cc3d on CPU, torch on
+            CUDA; "maxpool" with ``num_iterations`` reproduces the reference labelling).
+        num_iterations: iterations of the "maxpool" backend.
+        reference: set every reference behaviour not given explicitly (tp_mode="remove_detached",
+            center_mode="reference", caps 50/50). With probabilities in (``sigmoid=False``) the instance and
+            centre terms then equal the public code's. (The public code's own ``sigmoid`` option binarises the
+            prediction and kills the instance gradient; lossbench's ``sigmoid=True`` does not copy that.)
+        sigmoid, softmax, include_background, to_onehot_y: MONAI activation options; each channel is its own
+            binary problem and the terms are averaged over channels.
+        smooth_nr, smooth_dr: shortcut for the Dice smoothing of a Dice-type ``base`` (1e-5).
+"""
+
+
+class ICILoss(TermLoss):
+    """ICI loss, Eq. 1: ``a * global + b * instance + c * center``; terms "global", "instance", "center".
+
+    "instance" is REFERENCE.md section 2 with the chosen ``tp_mode``: for label instance n, the base loss
+    between the probabilities restricted to the prediction components touching n and the mask of n;
+    "center" is the base loss between union-of-cubes maps (section 3); "global" is ``base(prob, label)``.
+    Shapes: input ``(B, C, *spatial)`` logits or probabilities, target binary of the same shape.
+    """
+
+    __doc__ = (__doc__ or "") + _ICI_DOC_OPTIONS
+
+    def __init__(
+        self, *, a: float = 1.0, b: float = 1.0, c: float = 1.0, base: str | dict[str, Any] = "dice",
+        tp_mode: str | None = None, cube_size: int = 7, center_mode: str | None = None,
+        reduction: str = "instance", max_pred_instances: int | None = None, too_many_factor: float | None = None,
+        threshold: float = 0.5, connectivity: int | None = None, cc_backend: str = "auto",
+        num_iterations: int | None = None, reference: bool = False, sigmoid: bool = False, softmax: bool = False,
+        include_background: bool = True, to_onehot_y: bool = False, smooth_nr: float | None = None,
+        smooth_dr: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        kw = dict(locals())
+        kw.pop("self")
+        kw.pop("__class__", None)
+        self.config = ICIConfig.make(dual=False, **kw)
+
+    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the terms "global", "instance", "center" (unweighted) and the weighted "total"."""
+        return instance_terms(self.config, self.config.activation.prepare(input, target))
+
+
+class DICILoss(TermLoss):
+    """DICI loss, Eq. 6: ``a * global + b * instance + c * predicted + d * center`` (defaults all 1/4).
+
+    "predicted" (REFERENCE.md section 4): for every used prediction component m, the base loss between
+    ``prob * [m]`` and the union of the label instances touching m; an image without prediction component
+    contributes one entry, its whole-image ``base(prob, label)``; ``tp_mode`` does not affect it.
+    """
+
+    __doc__ = (__doc__ or "") + _ICI_DOC_OPTIONS
+
+    def __init__(
+        self, *, a: float = 0.25, b: float = 0.25, c: float = 0.25, d: float = 0.25,
+        base: str | dict[str, Any] = "dice", tp_mode: str | None = None, cube_size: int = 7,
+        center_mode: str | None = None,
+        reduction: str = "instance", max_pred_instances: int | None = None, too_many_factor: float | None = None,
+        threshold: float = 0.5, connectivity: int | None = None, cc_backend: str = "auto",
+        num_iterations: int | None = None, reference: bool = False, sigmoid: bool = False, softmax: bool = False,
+        include_background: bool = True, to_onehot_y: bool = False, smooth_nr: float | None = None,
+        smooth_dr: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        kw = dict(locals())
+        kw.pop("self")
+        kw.pop("__class__", None)
+        self.config = ICIConfig.make(dual=True, **kw)
+
+    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the terms "global", "instance", "predicted", "center" (unweighted) and the weighted "total"."""
+        return instance_terms(self.config, self.config.activation.prepare(input, target))
+
+
+def ici_terms(input: torch.Tensor, target: torch.Tensor, **params: Any) -> dict[str, torch.Tensor]:
+    """Functional ICI: the terms of :class:`ICILoss` (same options) for one call."""
+    return ICILoss(**params).terms(input, target)
+
+
+def ici_loss(input: torch.Tensor, target: torch.Tensor, **params: Any) -> torch.Tensor:
+    """Functional ICI: the scalar of :class:`ICILoss` (same options)."""
+    return ici_terms(input, target, **params)["total"]
+
+
+def dici_terms(input: torch.Tensor, target: torch.Tensor, **params: Any) -> dict[str, torch.Tensor]:
+    """Functional DICI: the terms of :class:`DICILoss` (same options)."""
+    return DICILoss(**params).terms(input, target)
+
+
+def dici_loss(input: torch.Tensor, target: torch.Tensor, **params: Any) -> torch.Tensor:
+    """Functional DICI: the scalar of :class:`DICILoss` (same options)."""
+    return dici_terms(input, target, **params)["total"]
