@@ -86,11 +86,12 @@ def blobs_mask(shape: tuple[int, ...], n: int, radius: float = 2.5, seed: int = 
     """``n`` small balls at random, non-overlapping-ish centres (about ``n`` components), for benchmarks."""
     rng = np.random.default_rng(seed)
     m = np.zeros(shape, dtype=bool)
-    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     r = int(np.ceil(radius))
+    # squared distance to the centre over the (2r+1)^d window around it (the window always fits in the image)
+    d2 = sum(o**2 for o in np.ogrid[tuple(slice(-r, r + 1) for _ in shape)])
+    ball = d2 <= radius**2
     for _ in range(n):
         c = [int(rng.integers(r, s - r)) for s in shape]
         sl = tuple(slice(ci - r, ci + r + 1) for ci in c)
-        d2 = sum((g[sl_i] - ci) ** 2 for g, sl_i, ci in zip(grids, sl, c))
-        m[sl] |= d2 <= radius**2
+        m[sl] |= ball
     return m
