@@ -112,10 +112,11 @@ def test_measure_group_slow_call_is_its_own_warm_up_and_budget_stops_it():
 
     def slow():
         calls.append(1)
-        time.sleep(0.003)
+        time.sleep(0.05)
 
-    out = measure_group({"slow": (slow, CPU)}, repeats=5, slow_call_s=0.001, case_budget_s=0.005)
-    # warm-up (counted, > slow_call_s) + one more sample, then the 5 ms budget is used up
+    # wide margins so a loaded machine cannot change the count: each call takes >= 50 ms
+    out = measure_group({"slow": (slow, CPU)}, repeats=5, slow_call_s=0.001, case_budget_s=0.08)
+    # warm-up (counted, > slow_call_s) + one more sample, then the 80 ms budget is used up
     assert len(out["slow"].samples) == 2
     assert len(calls) == 2
 
