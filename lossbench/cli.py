@@ -21,10 +21,25 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _report_after_run(run_dir: Path) -> None:
+    """Write the report of a finished run (the study package never imports the report package)."""
+    import importlib.util
+
+    if importlib.util.find_spec("lossbench.report.render") is None:
+        print(f"(no report renderer installed; results table: {run_dir / 'results.csv'})")
+        return
+    from lossbench.report.render import write_report
+    from lossbench.study.config import load_study
+
+    formats = load_study(run_dir / "study.yaml").report.formats
+    for path in write_report(run_dir, formats=formats):
+        print(f"report: {path}")
+
+
 def _cmd_run(ns: argparse.Namespace) -> int:
     from lossbench.study.runner import run_study
 
-    run_study(
+    run_dir = run_study(
         ns.study,
         out=ns.out,
         executor=ns.executor,
@@ -34,7 +49,10 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         dry_run=ns.dry_run,
         address=ns.address,
         report=not ns.no_report,
+        threads=ns.threads,
     )
+    if not ns.dry_run and not ns.no_report:
+        _report_after_run(run_dir)
     return 0
 
 
@@ -102,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study", type=Path, help="study YAML file")
     r.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<study name>)")
     r.add_argument("--executor", choices=["local", "ray"], default="local")
-    r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local executor)")
+    r.add_argument("--workers", type=int, default=1, help="cells run at a time (worker processes or local Ray CPUs)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per cell (default 1)")
     r.add_argument("--address", default=None, help="Ray cluster address (ray executor); default starts a local Ray")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--fresh", action="store_true", help="discard this study's previous results and start over")

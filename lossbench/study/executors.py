@@ -1,0 +1,248 @@
+"""Where cells run: in this process, in N local worker processes, or as Ray tasks.
+
+Every executor takes the pending cells and calls ``on_event`` (progress: cell started, epoch
+finished) and ``on_done`` (a :class:`CellOutcome`, once per cell) in the driver process. A cell that
+raises is reported as a failed outcome (traceback in ``cells/<id>/error.txt``) and the other cells go
+on; it has no ``done.json``, so the next run retries it.
+
+Every cell runs with ``threads`` torch threads (default 1). One thread per cell is the default
+because (a) the numbers of a cell on CPU depend on the thread count, so a fixed default makes runs
+reproducible across machines, (b) running cells side by side (``workers``) uses cores far better than
+intra-op threads for the small networks of synthetic studies, and (c) several OpenMP threads per
+process collapse when the cores are oversubscribed (measured: 50x slower epochs on a busy 2-core
+machine). Raise ``threads`` for large 3D networks on many-core CPUs.
+
+* ``local`` with ``workers=1``: sequential, in this process.
+* ``local`` with ``workers=N``: a pool of N spawned processes, each with its own torch thread count,
+  all writing into the run folder directly.
+* ``ray``: each cell is a Ray task declaring ``num_cpus`` (= ``threads``) and ``num_gpus`` (1 on
+  CUDA, else 0). Without an address a local Ray runtime with ``workers x threads`` CPUs is started
+  (and stopped at the end), so ``workers`` cells run at a time; with an address the driver joins that
+  cluster and the cluster's resources decide how many cells run at once. The task trains in a
+  temporary folder *on the worker* and returns the cell's files to the driver, which writes them into
+  the run folder (``done.json`` last): the run folder does not need to be on a shared filesystem, and
+  lossbench (same version) must be installed on the workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lossbench.errors import MissingExtraError, expect
+from lossbench.study.grid import Cell
+from lossbench.study.store import RunStore, atomic_write_text
+
+__all__ = ["CellOutcome", "LocalExecutor", "RayExecutor", "make_executor", "run_cell_in_store"]
+
+EventFn = Callable[[dict[str, Any]], None]
+DoneFn = Callable[["CellOutcome"], None]
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one cell: its ``done.json`` content, or the error that stopped it."""
+
+    cell_id: str
+    done: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the cell finished (``status`` may still be ``"diverged"``)."""
+        return self.done is not None
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def run_cell_in_store(
+    cell: Cell, run_dir: str | Path, device: str, threads: int | None, progress: EventFn | None = None
+) -> CellOutcome:
+    """Reset the cell's folder, train the cell into it and return the outcome (never raises for a cell error)."""
+    from lossbench.study.train import format_exception, train_cell
+
+    store = RunStore(run_dir)
+    _set_threads(threads)
+    cell_dir = store.reset_cell(cell.id)
+    try:
+        done = train_cell(cell.config, cell_dir, device=device, cell_id=cell.id, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the study
+        text = format_exception(exc)
+        atomic_write_text(cell_dir / "error.txt", text)
+        return CellOutcome(cell.id, None, f"{type(exc).__name__}: {exc}")
+    return CellOutcome(cell.id, done)
+
+
+class LocalExecutor:
+    """Run cells in this process (``workers=1``) or in a pool of spawned worker processes.
+
+    Args:
+        workers: number of worker processes (>= 1).
+        threads: torch threads per cell (default 1, see the module docstring).
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, threads: int | None = None):
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise expect("workers", "a positive integer", workers)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise expect("threads", "a positive integer or None", threads)
+        self.workers = workers
+        self.threads = threads if threads is not None else 1
+
+    def run(self, cells: Sequence[Cell], run_dir: Path, device: str, on_event: EventFn, on_done: DoneFn) -> None:
+        """Run ``cells``; report progress and outcomes through the callbacks (in the driver process)."""
+        if self.workers == 1 or len(cells) <= 1:
+            for cell in cells:
+                on_done(run_cell_in_store(cell, run_dir, device, self.threads, on_event))
+            return
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager:
+            events = manager.Queue()
+            with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+                futures = {
+                    pool.submit(_worker_cell, cell, str(run_dir), device, self.threads, events): cell for cell in cells
+                }
+                pending = set(futures)
+                while pending:
+                    finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                    _drain(events, on_event)
+                    for fut in finished:
+                        cell = futures[fut]
+                        try:
+                            outcome = fut.result()
+                        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                            outcome = CellOutcome(cell.id, None, f"worker failed: {type(exc).__name__}: {exc}")
+                        on_done(outcome)
+                _drain(events, on_event)
+
+
+def _drain(events: Any, on_event: EventFn) -> None:
+    while True:
+        try:
+            on_event(events.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def _worker_cell(cell: Cell, run_dir: str, device: str, threads: int | None, events: Any) -> CellOutcome:
+    return run_cell_in_store(cell, run_dir, device, threads, events.put)
+
+
+def _ray_cell(config: dict[str, Any], cell_id: str, device: str, threads: int) -> dict[str, Any]:
+    """Ray task body: train in a temporary folder on the worker and return the cell's files."""
+    from lossbench.study.train import collect_files, format_exception, resolve_device, train_cell
+
+    _set_threads(threads)
+    with tempfile.TemporaryDirectory(prefix=f"lossbench-{cell_id}-") as tmp:
+        try:
+            done = train_cell(config, Path(tmp) / cell_id, device=resolve_device(device), cell_id=cell_id)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver
+            return {"error": f"{type(exc).__name__}: {exc}", "traceback": format_exception(exc)}
+        return {"done": done, "files": collect_files(Path(tmp) / cell_id)}
+
+
+class RayExecutor:
+    """Run each cell as a Ray task with declared CPU/GPU resources.
+
+    Args:
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``, ...); ``None`` starts a local runtime.
+        threads: CPUs declared per cell (= torch threads in the task); default 1.
+        num_cpus: CPUs of the local runtime (only without ``address``); default all cores.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, threads: int | None = None, num_cpus: int | None = None):
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise expect("threads", "a positive integer or None", threads)
+        if address is not None and num_cpus is not None:
+            raise expect("workers", "1 when joining a Ray cluster (its resources decide)", num_cpus)
+        self.address = address
+        self.threads = int(threads) if threads else 1
+        self.num_cpus = num_cpus
+
+    def run(self, cells: Sequence[Cell], run_dir: Path, device: str, on_event: EventFn, on_done: DoneFn) -> None:
+        """Submit every cell, write each result into the run folder as it arrives."""
+        try:
+            import ray
+        except ImportError:
+            raise MissingExtraError(
+                "`executor` 'ray' must have the ray package installed, got no ray (pip install 'lossbench[ray]')"
+            ) from None
+        started = False
+        if not ray.is_initialized():
+            if self.address is None:
+                ray.init(
+                    num_cpus=self.num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+            started = True
+        try:
+            gpus = 1 if device.startswith("cuda") else 0
+            if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
+                gpus = 1
+            task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=0)(_ray_cell)
+            refs = {}
+            for cell in cells:
+                refs[task.remote(cell.config, cell.id, device, self.threads)] = cell
+                on_event({"cell": cell.id, "kind": "submitted"})
+            store = RunStore(run_dir)
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    cell = refs[ref]
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - task or node failure
+                        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": str(exc)}
+                    if "error" in result:
+                        d = store.reset_cell(cell.id)
+                        atomic_write_text(d / "error.txt", result["traceback"])
+                        on_done(CellOutcome(cell.id, None, result["error"]))
+                        continue
+                    store.commit_files(cell.id, result["files"])
+                    on_done(CellOutcome(cell.id, store.done(cell.id)))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_executor(
+    kind: str, *, workers: int = 1, threads: int | None = None, address: str | None = None
+) -> LocalExecutor | RayExecutor:
+    """Build the executor named ``kind`` ("local" or "ray").
+
+    Raises:
+        ConfigError: unknown kind, invalid worker count, or ``address`` given for the local executor.
+    """
+    if kind == "local":
+        if address is not None:
+            raise expect("address", "omitted with the local executor (it is for --executor ray)", repr(address))
+        return LocalExecutor(workers=workers, threads=threads)
+    if kind == "ray":
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise expect("workers", "a positive integer", workers)
+        if address is not None and workers != 1:
+            raise expect("workers", "1 with --address (the cluster's resources decide)", workers)
+        threads = threads if threads is not None else 1
+        return RayExecutor(address=address, threads=threads, num_cpus=None if address else workers * threads)
+    raise expect("executor", "'local' or 'ray'", repr(kind))

@@ -1,0 +1,277 @@
+"""``lossbench run``: validate a study, expand its grid, run the unfinished cells, aggregate the results.
+
+Resumption is the default: a cell with a ``done.json`` is kept as is (its files are not touched); a
+cell folder without one is what a killed run left behind and is deleted and recomputed from scratch.
+``fresh=True`` deletes this study's run folder first; a folder owned by another study, or a non-empty
+folder that is not a lossbench run folder, is never deleted (``StudyError``).
+
+The report is *not* written here: ``lossbench.study`` never imports ``lossbench.report`` (DESIGN.md §1).
+The ``run`` command (``lossbench.cli``) calls :func:`run_study` and then the report. ``report=True``
+here prints the per-loss summary of the finished cells (means over seeds) at the end of the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lossbench.errors import StudyError, expect
+from lossbench.study.config import DatasetFacts, StudyConfig, check_study, load_study
+from lossbench.study.executors import CellOutcome, make_executor
+from lossbench.study.grid import Cell, expand_grid, grid_steps
+from lossbench.study.store import RunStore
+from lossbench.study.train import resolve_device
+
+__all__ = ["run_study", "plan_study", "summary_table", "DEFAULT_RUNS_DIR"]
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def plan_study(study: str | Path | StudyConfig) -> tuple[StudyConfig, list[Cell], dict[str, DatasetFacts]]:
+    """Load and fully validate a study (every object built once) and expand its grid.
+
+    Returns:
+        ``(config, cells, facts by dataset label)``.
+
+    Raises:
+        ConfigError: the first problem of the study file, located ``file:line: key: problem``.
+    """
+    cfg = study if isinstance(study, StudyConfig) else load_study(study)
+    facts = check_study(cfg)
+    return cfg, expand_grid(cfg), {f.label: f for f in facts}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _cell_line(cell: Cell, outcome: CellOutcome) -> str:
+    if outcome.done is None:
+        return f"[red]x[/] {cell.label} s{cell.seed} ({cell.id}): failed: {outcome.error}"
+    d = outcome.done
+    wall = (d.get("timing") or {}).get("wall_s")
+    if d.get("status") != "ok":
+        return f"[yellow]![/] {cell.label} s{cell.seed} ({cell.id}): {d.get('status')}: {d.get('reason')}"
+    val, test = d.get("val") or {}, d.get("test") or {}
+    return (
+        f"[green]v[/] {cell.label} s{cell.seed} ({cell.id}): best val DSC {_fmt(val.get('dsc'))} "
+        f"@ epoch {d.get('best_epoch')} (MI {_fmt(val.get('total_mi'))}, FI {_fmt(val.get('total_fi'))}); "
+        f"test DSC {_fmt(test.get('dice'))}, lesion F1 {_fmt(test.get('lesionwise_f1'))}; {_fmt(wall, 1)} s"
+    )
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per-loss means over seeds (and datasets) of the headline numbers, sorted by mean val DSC (best first)."""
+    if results.empty:
+        return results
+    cols = [
+        c
+        for c in ("val_dsc", "val_total_mi", "val_total_fi", "test_dice", "test_lesionwise_f1", "mean_step_s")
+        if c in results
+    ]
+    ok = results[results["status"] == "ok"]
+    grouped = ok.groupby("label", sort=False)[cols].mean() if not ok.empty else pd.DataFrame(columns=cols)
+    grouped["cells"] = ok.groupby("label", sort=False).size() if not ok.empty else []
+    diverged = results[results["status"] != "ok"].groupby("label", sort=False).size()
+    grouped = grouped.reindex(list(dict.fromkeys(results["label"])))
+    grouped["diverged"] = diverged.reindex(grouped.index).fillna(0).astype(int)
+    if "val_dsc" in grouped:
+        grouped = grouped.sort_values("val_dsc", ascending=False, na_position="last")
+    return grouped
+
+
+def _print_summary(console: Console, results: pd.DataFrame, run_dir: Path) -> None:
+    table = summary_table(results)
+    if table.empty:
+        return
+    t = Table(title=f"results by loss (mean over seeds), {run_dir}")
+    t.add_column("loss")
+    for c in table.columns:
+        t.add_column(c, justify="right")
+    for label, row in table.iterrows():
+        cells = []
+        for col, v in row.items():
+            if col in ("cells", "diverged"):
+                cells.append(str(int(v)) if v == v else "0")
+            elif str(col).endswith(("_mi", "_fi")):
+                cells.append(_fmt(v, 1))
+            else:
+                cells.append(_fmt(v, 3 if str(col) != "mean_step_s" else 4))
+        t.add_row(str(label), *cells)
+    console.print(t)
+
+
+def _print_plan(
+    console: Console, cfg: StudyConfig, cells: list[Cell], steps: dict[str, int], store: RunStore, fresh: bool
+) -> None:
+    t = Table(title=f"study {cfg.name!r}: {len(cells)} cells")
+    for col in ("#", "cell id", "loss", "dataset", "seed", "steps", "status"):
+        t.add_column(col, justify="right" if col in ("#", "seed", "steps") else "left")
+    done = {c.id for c in cells if not fresh and store.is_done(c.id)}
+    for c in cells:
+        status = "done" if c.id in done else "pending"
+        t.add_row(str(c.index), c.id, c.label, c.dataset_label, str(c.seed), str(steps[c.id]), status)
+    console.print(t)
+    pending = [c for c in cells if c.id not in done]
+    console.print(
+        f"{sum(steps.values())} optimiser steps in total, {sum(steps[c.id] for c in pending)} still to run "
+        f"({len(pending)} of {len(cells)} cells pending); run folder {store.root}"
+    )
+
+
+def run_study(
+    study: str | Path | StudyConfig,
+    *,
+    out: str | Path | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    device: str = "auto",
+    fresh: bool = False,
+    dry_run: bool = False,
+    address: str | None = None,
+    report: bool = True,
+    threads: int | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Train and evaluate every cell of a study; resume by default; return the run folder.
+
+    Args:
+        study: a study YAML file (or an already loaded :class:`StudyConfig`).
+        out: run folder; default ``runs/<study name>``.
+        executor: ``"local"`` or ``"ray"``.
+        workers: cells run at a time: local worker processes (``local``) or the size of the local Ray runtime
+            (``ray`` without ``address``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        fresh: delete this study's previous results in ``out`` first.
+        dry_run: validate, print the grid with the number of optimiser steps and each cell's status, run nothing,
+            create nothing.
+        address: Ray cluster address (``ray`` only); default starts a local Ray runtime.
+        report: print the per-loss summary at the end (the report files are written by the ``run`` command).
+        threads: torch threads per cell (default 1; see :mod:`lossbench.study.executors` for why).
+        console: rich console for progress and messages (default: stdout).
+
+    Returns:
+        The run folder (not created with ``dry_run``).
+
+    Raises:
+        ConfigError: invalid study file or options (nothing is trained and nothing is written).
+        StudyError: ``out`` belongs to another study or is not a run folder; or some cells failed
+            (the others are kept; rerun to retry the failed ones).
+    """
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: do not wrap at 80 columns
+            console.width = 160
+    cfg, cells, facts = plan_study(study)
+    dev = resolve_device(device) if executor == "local" else device
+    if executor == "ray" and device not in ("auto", "cpu", "cuda"):
+        raise expect("device", "one of 'auto', 'cpu', 'cuda'", repr(device))
+    runner = make_executor(executor, workers=workers, threads=threads, address=address)
+    run_dir = Path(out) if out is not None else DEFAULT_RUNS_DIR / cfg.name
+    store = RunStore(run_dir)
+    store.check_owner(cfg.name)
+    steps = grid_steps(cells, facts)
+    if dry_run:
+        _print_plan(console, cfg, cells, steps, store, fresh)
+        return run_dir
+
+    lock = store.lock()
+    try:
+        return _run_locked(cfg, cells, store, runner, dev, executor, fresh, report, console)
+    finally:
+        lock.close()
+
+
+def _run_locked(
+    cfg: StudyConfig,
+    cells: list[Cell],
+    store: RunStore,
+    runner: Any,
+    dev: str,
+    executor: str,
+    fresh: bool,
+    report: bool,
+    console: Console,
+) -> Path:
+    run_dir = store.root
+    store.prepare(
+        cfg.name, yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False, allow_unicode=True), fresh=fresh, device=dev
+    )
+    stale = store.stale_cells(c.id for c in cells)
+    if stale:
+        console.print(f"note: {len(stale)} cell folder(s) from another version of this study are ignored: {stale}")
+    pending = [c for c in cells if not store.is_done(c.id)]
+    kept = len(cells) - len(pending)
+    console.print(
+        f"study {cfg.name!r}: {len(cells)} cells ({kept} finished, {len(pending)} to run) on "
+        f"{dev if executor == 'local' else repr(dev) + ' (resolved on each Ray worker)'} "
+        f"with the {executor} executor -> {run_dir}"
+    )
+    by_id = {c.id: c for c in cells}
+    failures: list[str] = []
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not pending,
+    ) as progress:
+        overall = progress.add_task("cells", total=len(pending))
+        epoch_tasks: dict[str, TaskID] = {}
+
+        def on_event(ev: dict[str, Any]) -> None:
+            cid = ev.get("cell")
+            if ev.get("kind") == "start":
+                c = by_id[cid]
+                epoch_tasks[cid] = progress.add_task(f"  {c.label} s{c.seed}", total=ev["epochs"])
+            elif ev.get("kind") == "epoch" and cid in epoch_tasks:
+                dsc = ev.get("val_dsc")
+                suffix = f" val DSC {dsc:.3f}" if isinstance(dsc, float) and math.isfinite(dsc) else ""
+                c = by_id[cid]
+                progress.update(epoch_tasks[cid], completed=ev["epoch"], description=f"  {c.label} s{c.seed}{suffix}")
+
+        def on_done(outcome: CellOutcome) -> None:
+            cell = by_id[outcome.cell_id]
+            if outcome.cell_id in epoch_tasks:
+                progress.remove_task(epoch_tasks.pop(outcome.cell_id))
+            progress.advance(overall)
+            progress.console.print(_cell_line(cell, outcome))
+            if outcome.done is None:
+                failures.append(f"{cell.id} ({outcome.error})")
+
+        if pending:
+            runner.run(pending, run_dir, dev, on_event, on_done)
+    results = store.write_results(c.id for c in cells)
+    console.print(f"{len(pending)} cell(s) run in {time.perf_counter() - t0:.1f} s; results: {run_dir / 'results.csv'}")
+    if report:
+        _print_summary(console, results, run_dir)
+    if failures:
+        raise StudyError(
+            f"`cells` must all finish, got {len(failures)} failed: {'; '.join(failures)} "
+            f"(tracebacks in cells/<id>/error.txt; rerun to retry them, finished cells are kept)"
+        )
+    return run_dir
