@@ -50,6 +50,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         address=ns.address,
         report=not ns.no_report,
         threads=ns.threads,
+        scale=ns.scale,
     )
     if not ns.dry_run and not ns.no_report:
         _report_after_run(run_dir)
@@ -59,7 +60,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 def _cmd_validate(ns: argparse.Namespace) -> int:
     from lossbench.study.config import validate_study_file
 
-    cfg = validate_study_file(ns.study)
+    cfg = validate_study_file(ns.study, scale=ns.scale)
     print(f"{ns.study}: valid study {cfg.name!r}")
     return 0
 
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"], default="local")
     r.add_argument("--workers", type=int, default=1, help="cells run at a time (worker processes or local Ray CPUs)")
     r.add_argument("--threads", type=int, default=None, help="torch threads per cell (default 1)")
+    r.add_argument("--scale", default=None, help="apply a named entry of the study's `scales:` section (e.g. gpu)")
     r.add_argument("--address", default=None, help="Ray cluster address (ray executor); default starts a local Ray")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--fresh", action="store_true", help="discard this study's previous results and start over")
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a study file (schema and every name), run nothing")
     v.add_argument("study", type=Path)
+    v.add_argument("--scale", default=None, help="validate this entry of the study's `scales:` section")
     v.set_defaults(func=_cmd_validate)
 
     rep = sub.add_parser("report", help="write report.md / report.html for a run folder")

@@ -266,3 +266,51 @@ def test_yaml_12_floats(tmp_path):
     # PyYAML (YAML 1.1) reads "1e-3" as a string; study files read it as the number users mean.
     cfg = load_study(_write(tmp_path, BASE.replace("lr: 1.0e-3", "lr: 1e-3")))
     assert cfg.training.lr == 0.001
+
+
+# ----------------------------------------------------------------------------------------- scales
+
+SCALED = """\
+schema_version: 1
+name: scaled
+seeds: [0]
+dataset: {name: synthetic_lesions, spatial_dims: 2, size: 32, n_train: 4, n_val: 2, n_test: 2}
+model: {name: unet, channels: [4, 8], strides: [2]}
+training: {epochs: 2, batch_size: 2, lr: 1.0e-3}
+losses:
+  - {label: Dice, name: dice}
+scales:
+  gpu:
+    dataset: {size: 64, n_train: 8}
+    training: {epochs: 5}
+  broken:
+    training:
+      epochs: -3
+"""
+
+
+def test_scale_merges_overrides_and_renames(tmp_path):
+    from lossbench.study.config import load_study, study_scales
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SCALED)
+    base = load_study(path)
+    assert base.name == "scaled" and base.training.epochs == 2
+    gpu = load_study(path, scale="gpu")
+    assert gpu.name == "scaled-gpu"
+    assert gpu.training.epochs == 5 and gpu.training.batch_size == 2  # merged, not replaced
+    assert gpu.dataset.flat()["size"] == 64 and gpu.dataset.flat()["n_val"] == 2
+    assert study_scales(path) == ["broken", "gpu"]
+
+
+def test_scale_errors_point_into_the_scales_section(tmp_path):
+    from lossbench.study.config import load_study, validate_study_file
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SCALED)
+    with pytest.raises(ConfigError, match=r"s\.yaml:15: training\.epochs"):
+        load_study(path, scale="broken")
+    with pytest.raises(ConfigError, match=r"s\.yaml:15"):  # validate checks every scale's schema
+        validate_study_file(path)
+    with pytest.raises(ConfigError, match="Did you mean 'gpu'"):
+        load_study(path, scale="gpus")

@@ -55,6 +55,7 @@ __all__ = [
     "RankingConfig",
     "DatasetFacts",
     "load_study",
+    "study_scales",
     "parse_study",
     "validate_study_file",
     "check_study",
@@ -508,17 +509,63 @@ def _cross_checks(cfg: StudyConfig) -> None:
         raise cfg.error(("report", "baseline"), f"must be one of the loss labels {labels}, got {baseline!r}.{hint}")
 
 
-def load_study(path: str | Path) -> StudyConfig:
+def _merge_scale(
+    data: dict[str, Any], lines: dict[Loc, int], scale: str | None, source: str
+) -> tuple[dict[str, Any], dict[Loc, int]]:
+    """Remove the optional ``scales`` section and, when ``scale`` is given, deep-merge that scale over the study.
+
+    A study file runs at its own (CPU) scale by default; ``scales: {gpu: {training: {epochs: 200}}}`` names
+    overrides that ``lossbench run --scale gpu`` applies: mappings are merged key by key, anything else
+    (numbers, lists) is replaced. The scale's name is appended to the study name, so each scale gets its own
+    default run folder. Error locations of overridden keys point at the line inside ``scales``.
+    """
+    src = _Source(source, dict(lines))
+    scales = data.pop("scales", None) if isinstance(data, dict) else None
+    if scales is not None and (
+        not isinstance(scales, dict) or not all(isinstance(v, dict) and isinstance(k, str) for k, v in scales.items())
+    ):
+        raise src.error(("scales",), "must be a mapping of scale name -> mapping of overrides")
+    if scale is None:
+        return data, lines
+    names = sorted(scales or {})
+    if scale not in names:
+        hint = difflib.get_close_matches(str(scale), names, n=1, cutoff=0.5)
+        raise ConfigError(
+            f"`scale` must be one of the study's scales {names}, got {scale!r}"
+            + (f". Did you mean {hint[0]!r}?" if hint else "")
+        )
+    lines = dict(lines)
+
+    def merge(base: dict[str, Any], over: dict[str, Any], path: Loc) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in over.items():
+            loc = path + (key,)
+            lines[loc] = lines.get(("scales", scale) + loc, lines.get(loc, 1))
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value, loc)
+            else:
+                out[key] = value
+        return out
+
+    merged = merge(data, scales[scale], ())
+    if isinstance(merged.get("name"), str) and "name" not in scales[scale]:
+        merged["name"] = f"{merged['name']}-{scale}"
+    return merged, lines
+
+
+def load_study(path: str | Path, *, scale: str | None = None) -> StudyConfig:
     """Read and schema-check a study file (safe YAML; nothing is built or run).
 
     Args:
         path: the study YAML file.
+        scale: name of an entry of the file's optional ``scales`` section to apply (e.g. ``"gpu"``); ``None``
+            runs the file as written.
 
     Returns:
         The :class:`StudyConfig`, which remembers the file and the line of every key for later errors.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, unknown keys, wrong types or values.
+        ConfigError: unreadable file, invalid YAML, unknown keys, wrong types or values, unknown scale.
     """
     p = Path(path)
     try:
@@ -528,7 +575,18 @@ def load_study(path: str | Path) -> StudyConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"`study` must be a readable UTF-8 YAML file, got {str(p)!r} ({exc})") from None
     data, lines = _parse_yaml(text, str(p))
+    if isinstance(data, dict):
+        data, lines = _merge_scale(data, lines, scale, str(p))
+    elif scale is not None:
+        raise ConfigError(f"`scale` needs a study file with a `scales` section, got {scale!r} for {str(p)!r}")
     return parse_study(data, source=str(p), lines=lines)
+
+
+def study_scales(path: str | Path) -> list[str]:
+    """Names of the ``scales`` a study file defines (empty list when it has none)."""
+    data, _ = _parse_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    scales = data.get("scales") if isinstance(data, dict) else None
+    return sorted(scales) if isinstance(scales, dict) else []
 
 
 # ------------------------------------------------------------------------------------ deep checks
@@ -693,14 +751,16 @@ def check_study(cfg: StudyConfig) -> list[DatasetFacts]:
     return facts
 
 
-def validate_study_file(path: str | Path) -> StudyConfig:
+def validate_study_file(path: str | Path, *, scale: str | None = None) -> StudyConfig:
     """Schema-check a study file and build every dataset, network and loss it names; run nothing.
 
     This is ``lossbench validate``: when it returns, ``lossbench run`` will not fail on a name, a
-    parameter or a shape mismatch between the network and the data.
+    parameter or a shape mismatch between the network and the data. Without ``scale``, every scale of the
+    file's ``scales`` section is schema-checked too (the objects are built for the chosen scale only).
 
     Args:
         path: the study YAML file.
+        scale: the scale to validate fully (``None``: the file as written).
 
     Returns:
         The validated :class:`StudyConfig`.
@@ -708,6 +768,9 @@ def validate_study_file(path: str | Path) -> StudyConfig:
     Raises:
         ConfigError: the first problem found, as ``"<file>:<line>: <key>: <problem>"``.
     """
-    cfg = load_study(path)
+    cfg = load_study(path, scale=scale)
     check_study(cfg)
+    if scale is None:
+        for name in study_scales(path):
+            load_study(path, scale=name)
     return cfg

@@ -43,8 +43,12 @@ __all__ = ["run_study", "plan_study", "summary_table", "DEFAULT_RUNS_DIR"]
 DEFAULT_RUNS_DIR = Path("runs")
 
 
-def plan_study(study: str | Path | StudyConfig) -> tuple[StudyConfig, list[Cell], dict[str, DatasetFacts]]:
+def plan_study(
+    study: str | Path | StudyConfig, *, scale: str | None = None
+) -> tuple[StudyConfig, list[Cell], dict[str, DatasetFacts]]:
     """Load and fully validate a study (every object built once) and expand its grid.
+
+    ``scale`` selects an entry of the study file's ``scales`` section (see :func:`load_study`).
 
     Returns:
         ``(config, cells, facts by dataset label)``.
@@ -52,7 +56,7 @@ def plan_study(study: str | Path | StudyConfig) -> tuple[StudyConfig, list[Cell]
     Raises:
         ConfigError: the first problem of the study file, located ``file:line: key: problem``.
     """
-    cfg = study if isinstance(study, StudyConfig) else load_study(study)
+    cfg = study if isinstance(study, StudyConfig) else load_study(study, scale=scale)
     facts = check_study(cfg)
     return cfg, expand_grid(cfg), {f.label: f for f in facts}
 
@@ -151,6 +155,7 @@ def run_study(
     address: str | None = None,
     report: bool = True,
     threads: int | None = None,
+    scale: str | None = None,
     console: Console | None = None,
 ) -> Path:
     """Train and evaluate every cell of a study; resume by default; return the run folder.
@@ -168,6 +173,8 @@ def run_study(
         address: Ray cluster address (``ray`` only); default starts a local Ray runtime.
         report: print the per-loss summary at the end (the report files are written by the ``run`` command).
         threads: torch threads per cell (default 1; see :mod:`lossbench.study.executors` for why).
+        scale: apply this entry of the study file's ``scales`` section (e.g. ``"gpu"``); the study name (and so
+            the default run folder) gets ``-<scale>`` appended.
         console: rich console for progress and messages (default: stdout).
 
     Returns:
@@ -182,7 +189,7 @@ def run_study(
         console = Console()
         if not console.is_terminal:  # logs and pipes: do not wrap at 80 columns
             console.width = 160
-    cfg, cells, facts = plan_study(study)
+    cfg, cells, facts = plan_study(study, scale=scale)
     dev = resolve_device(device) if executor == "local" else device
     if executor == "ray" and device not in ("auto", "cpu", "cuda"):
         raise expect("device", "one of 'auto', 'cpu', 'cuda'", repr(device))
