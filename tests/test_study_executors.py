@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from test_study_run import _quiet, assert_same_results, make_run
 
@@ -25,9 +23,7 @@ def test_parallel_workers_give_the_same_results(finished_run, tmp_path):
 def test_ray_executor_on_a_local_runtime(finished_run, tmp_path):
     pytest.importorskip("ray")
     study, run_dir, _ = finished_run
-    t0 = time.perf_counter()
     out = run_study(study, out=tmp_path / "ray", executor="ray", device="cpu", workers=2, threads=1, console=_quiet())
-    assert time.perf_counter() - t0 < 60
     assert_same_results(out, run_dir)
     for cell in (out / "cells").iterdir():
         assert (cell / "done.json").is_file() and (cell / "best.pt").is_file()
