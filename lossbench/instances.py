@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -26,7 +27,205 @@ __all__ = [
     "render_boxes",
     "voxel_categories",
     "CATEGORIES",
+    "flat_nonzero",
+    "threshold_mask",
+    "count_nonzero_rows",
+    "take_flat",
+    "take_rows",
+    "window_sums",
+    "cube_coverage",
+    "coverage_work_size",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CPU fast paths. Detached bool/int bookkeeping is 5-10x faster through numpy views of CPU tensors than through
+# torch's CPU kernels (comparisons producing bool, nonzero, count_nonzero, gathers); results are identical and the
+# torch path serves every other device (no host synchronisation beyond what torch.nonzero itself needs).
+
+
+#: Route detached CPU bookkeeping through numpy (set to False to run the device-agnostic torch code on CPU, which is
+#: what the tests do to cover the CUDA code path without a GPU).
+NUMPY_ON_CPU = True
+
+
+def _numpy_ok(t: torch.Tensor) -> bool:
+    return NUMPY_ON_CPU and t.device.type == "cpu" and t.dtype != torch.bfloat16
+
+
+def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Flat positions (int64, ascending) of the True entries of a bool tensor of any shape.
+
+    Equal to ``torch.nonzero(mask.reshape(-1), as_tuple=True)[0]``; CPU tensors go through ``numpy.flatnonzero``.
+    """
+    if _numpy_ok(mask):
+        return torch.from_numpy(np.flatnonzero(mask.detach().numpy()))
+    return torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
+
+
+def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = False) -> torch.Tensor:
+    """``values >= threshold`` (``>`` with ``strict``) as a detached bool tensor, compared in ``values``' dtype.
+
+    Same result as the torch comparison (a Python scalar is compared in the tensor's dtype by torch and by
+    numpy alike); CPU tensors go through numpy.
+    """
+    v = values.detach()
+    if _numpy_ok(v):
+        arr = v.numpy()
+        return torch.from_numpy(arr > threshold if strict else arr >= threshold)
+    return v > threshold if strict else v >= threshold
+
+
+def count_nonzero_rows(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True entries per leading index of a bool tensor ``(B, ...)``: int64 ``(B,)``."""
+    if _numpy_ok(mask):
+        # numpy's count_nonzero is fast over a whole (even strided) array and slow along an axis: one call per image
+        arr = mask.detach().numpy()
+        return torch.tensor([np.count_nonzero(row) for row in arr], dtype=torch.int64)
+    return torch.count_nonzero(mask.reshape(mask.shape[0], -1), dim=1)
+
+
+def take_flat(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values.reshape(-1)[index]`` for a detached tensor and any integer ``index`` (no autograd).
+
+    CPU tensors go through numpy indexing (about twice as fast, and it accepts small integer indices as they are).
+    """
+    v = values.detach().reshape(-1)
+    if _numpy_ok(v):
+        return torch.from_numpy(v.numpy()[index.numpy()])
+    return v[index.long()]
+
+
+def take_rows(values: torch.Tensor, starts: torch.Tensor, width: int) -> torch.Tensor:
+    """Rows ``values.reshape(-1)[start : start + width]`` for every start: ``(len(starts), width)`` (detached).
+
+    Every row must lie inside the buffer. One ``index_select`` over an overlapping-rows view of the buffer (a
+    contiguous copy per row instead of ``width`` scalar gathers).
+    """
+    v = values.detach().reshape(-1)
+    rows = v.as_strided((max(v.numel() - width + 1, 0), width), (1, 1))
+    return rows.index_select(0, starts.long())
+
+
+def window_sums(
+    buf: torch.Tensor, widths: tuple[int, ...], strides: tuple[int, ...], *, scratch: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Forward window sums of a flat buffer along several axes: ``out[i] = sum_{k < w} buf[i + k * stride]`` per axis.
+
+    For a bool ``buf`` the "sum" is a logical or (is any entry of the window set). Separable, one pass per axis
+    into one of two ping-pong buffers, whatever the number of non-zero entries: ``w - 1`` contiguous shifted adds
+    for sums, about ``log2(w)`` shifted ors for bools (or is idempotent, so overlapping windows may be doubled).
+    Entries whose window leaves their axis (the last ``w - 1`` positions along it) or the buffer hold partial
+    results: callers pad every axis by ``w - 1`` and read only the other positions, for which the result is exact
+    (the flat shifts never carry into the next row there).
+
+    Args:
+        buf: 1-D tensor (a flattened, padded array), integer or bool.
+        widths: window width per axis (>= 1).
+        strides: flat stride per axis, same length as ``widths``.
+        scratch: optional 1-D tensor like ``buf``; when given, ``buf`` and ``scratch`` are both overwritten and
+            the result is one of them (no allocation: fresh memory costs page faults on CPU).
+
+    Returns:
+        a 1-D tensor of ``buf``'s shape and dtype.
+    """
+    n = buf.numel()
+    work = [buf, scratch if scratch is not None else torch.empty_like(buf)]
+    logical = buf.dtype == torch.bool
+    src = buf
+    passes = 0
+
+    def target() -> torch.Tensor:
+        nonlocal passes
+        dst = work[1] if src is work[0] else work[0]
+        if scratch is None and dst is buf:
+            dst = work[0] = torch.empty_like(buf)  # never overwrite the caller's ``buf``
+        passes += 1
+        return dst
+
+    for width, stride in zip(widths, strides):
+        if width <= 1 or stride >= n:
+            continue
+        if logical:
+            covered = 1  # ``src`` holds ors over windows of ``covered`` entries
+            while covered < width:
+                shift = min(covered, width - covered) * stride
+                dst = target()
+                if shift < n:
+                    torch.bitwise_or(src[: n - shift], src[shift:], out=dst[: n - shift])
+                dst[max(n - shift, 0) :] = src[max(n - shift, 0) :]
+                covered += shift // stride
+                src = dst
+            continue
+        dst = target()
+        torch.add(src[: n - stride], src[stride:], out=dst[: n - stride])
+        dst[n - stride :] = src[n - stride :]
+        for k in range(2, width):
+            shift = k * stride
+            if shift >= n:
+                break
+            dst[: n - shift] += src[shift:]
+        src = dst
+    return src if (src is not buf or scratch is not None) else buf.clone()
+
+
+def cube_coverage(
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    *,
+    work: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """How many boxes ``[centre - half, centre + half]`` (per axis, truncated at the border) cover every voxel.
+
+    A box covers voxel x iff ``|x_d - centre_d| <= half_d`` on every axis, so the count map is the histogram of
+    the centres filtered by a ``(2 half + 1)``-wide window on every axis (:func:`window_sums` on a padded grid).
+    Cost O(voxels * sum(half)) in contiguous integer adds plus O(boxes), independent of how many boxes there are
+    or how much they overlap; with ``dtype=torch.bool`` only whether any box covers the voxel, in about
+    ``log2(2 half + 1)`` byte-wide passes per axis.
+
+    Args:
+        centre: int64 ``(N, ndim)`` box centres (may lie outside the image; boxes missing it are ignored).
+        image: int64 ``(N,)`` image index of every box.
+        half: half width per axis.
+        shape: ``(B, *spatial)``.
+        dtype: integer count dtype, which must hold the largest count (at most the number of boxes of one
+            image), or ``torch.bool`` for the union of the boxes.
+        work: optional flat buffer of ``dtype`` with at least ``2 * coverage_work_size(shape, half)`` entries,
+            reused instead of fresh memory; the result then lives in it (valid until ``work`` is reused).
+
+    Returns:
+        map of shape ``shape`` and dtype ``dtype``: a strided view into the padded work buffer (no copy).
+    """
+    batch, spatial = shape[0], tuple(shape[1:])
+    ndim = len(spatial)
+    dev = centre.device
+    half_t = torch.tensor(half, dtype=torch.int64, device=dev)
+    size_t = torch.tensor(spatial, dtype=torch.int64, device=dev)
+    # padded grid: index j = centre + half + 1 along each axis; voxel x reads the window starting at x + 1
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    strides = tuple(math.prod(padded[d + 1 :]) for d in range(ndim))
+    size = coverage_work_size(shape, half)
+    if work is None:
+        work = torch.empty(2 * size, dtype=dtype, device=dev)
+    hist, scratch = work[:size], work[size : 2 * size]
+    hist.zero_()
+    j = centre + half_t + 1
+    inside = ((centre >= -half_t) & (centre <= size_t - 1 + half_t)).all(dim=1)
+    flat = image * math.prod(padded) + (j * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
+    if dtype == torch.bool:
+        hist[flat[inside]] = True
+    else:
+        hist.index_put_((flat[inside],), torch.ones((), dtype=dtype, device=dev), accumulate=True)
+    cov = window_sums(hist, tuple(2 * h + 1 for h in half), strides, scratch=scratch).view(batch, *padded)
+    return cov[(slice(None),) + tuple(slice(1, s + 1) for s in spatial)]
+
+
+def coverage_work_size(shape: tuple[int, ...], half: tuple[int, ...]) -> int:
+    """Entries of one padded grid of :func:`cube_coverage` (its ``work`` buffer needs two)."""
+    return shape[0] * math.prod(s + 2 * h + 1 for s, h in zip(shape[1:], half))
 
 
 def global_ids(labels: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,29 +292,56 @@ def pair_table(
         b_ids: int64 global ids of the same shape.
         n_a: number of a components (largest a id).
         n_b: number of b components (largest b id).
-        dense: force the dense ``bincount`` (True) or the ``torch.unique`` (False) path; None chooses.
+        dense: how the pairs are found: True, a dense ``bincount`` over all (a, b) keys; False, ``torch.unique``
+            (a sort of the shared voxels' keys); None (default), the *first-partner* method: the smallest b of
+            every a (one ``scatter_reduce``) gives every pair ``(a, min b)`` without sorting, and only the shared
+            voxels of other pairs (an a touching several b) are sorted. The result is the same.
 
     Returns:
         ``(pair_a, pair_b, overlap, both, voxel_pair)``: the sorted pairs and their shared voxel counts as in
         :func:`overlap_pairs`; ``both`` is the flat bool mask of voxels inside an a and a b component, and
         ``voxel_pair[i]`` is the pair index of the i-th such voxel, so ``zeros(P).index_add(0, voxel_pair,
-        x.reshape(-1)[both])`` sums any per-voxel ``x`` per pair. A dense ``bincount`` over all (a, b) keys is
-        used when the key space is small (no sort), ``torch.unique`` otherwise; the result is the same.
+        x.reshape(-1)[both])`` sums any per-voxel ``x`` per pair.
     """
     a = a_ids.reshape(-1)
     b = b_ids.reshape(-1)
-    both = (a > 0) & (b > 0)
-    key = a[both] * (n_b + 1) + b[both]
+    dev = a.device
+    both = threshold_mask(a, 0, strict=True) & threshold_mask(b, 0, strict=True)
+    shared = flat_nonzero(both)
+    a_both, b_both = take_flat(a, shared), take_flat(b, shared)
+    key = a_both * (n_b + 1) + b_both
     space = (n_a + 1) * (n_b + 1)
-    if dense if dense is not None else space <= max(4 * key.numel(), 1 << 16):
+    if dense:
         hist = torch.bincount(key, minlength=space)
         uniq = torch.nonzero(hist, as_tuple=True)[0]
         overlap = hist[uniq]
-        lookup = torch.zeros(space, dtype=torch.int64, device=a.device)
-        lookup[uniq] = torch.arange(uniq.numel(), device=a.device)
+        lookup = torch.zeros(space, dtype=torch.int64, device=dev)
+        lookup[uniq] = torch.arange(uniq.numel(), device=dev)
         voxel_pair = lookup[key]
-    else:
+    elif dense is not None:
         uniq, voxel_pair, overlap = torch.unique(key, return_inverse=True, return_counts=True)
+    else:
+        first = torch.full((n_a + 1,), n_b + 1, dtype=torch.int64, device=dev)
+        first = first.scatter_reduce(0, a_both, b_both, reduce="amin")
+        has = torch.nonzero(first <= n_b, as_tuple=True)[0]  # every a with a partner, ascending
+        key_first = has * (n_b + 1) + first[has]
+        rest = b_both != first[a_both]
+        # one host sync: whether any a touches several b (then only those voxels' keys are sorted)
+        if bool(rest.any()):
+            uniq_rest, inv_rest = torch.unique(key[rest], return_inverse=True)
+        else:
+            uniq_rest = inv_rest = key.new_zeros(0)
+        keys = torch.cat([key_first, uniq_rest])
+        order = torch.argsort(keys)
+        uniq = keys[order]
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=dev)
+        slot = torch.zeros(n_a + 1, dtype=torch.int64, device=dev)
+        slot[has] = torch.arange(has.numel(), device=dev)
+        voxel_pair = torch.where(rest, 0, rank[slot[a_both]])
+        if uniq_rest.numel():
+            voxel_pair[rest] = rank[key_first.numel() + inv_rest]
+        overlap = torch.bincount(voxel_pair, minlength=uniq.numel())
     return uniq // (n_b + 1), uniq % (n_b + 1), overlap, both, voxel_pair
 
 
@@ -152,11 +378,28 @@ def centroids_ceil_from_positions(
     Returns:
         int64 ``(n, len(spatial))``; row ``i - 1`` belongs to id ``i`` (zeros for an id without voxels).
     """
-    size = torch.bincount(ids, minlength=n + 1)[1:].clamp(min=1)
-    rem = positions
     strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
     per_image = math.prod(spatial)
-    rem = rem % per_image
+    size = torch.bincount(ids, minlength=n + 1)[1:].clamp(min=1)
+    if _numpy_ok(positions) and positions.numel():
+        # Integer division by a constant through float64: floor((r + 0.5) / s) is exact for r < 2^51 (the true
+        # quotient stays >= 0.5 / s away from an integer, far above the rounding error); about twice as fast as
+        # numpy's unravel_index and several times faster than torch's integer division on CPU.
+        rem = positions.numpy()
+        if int(rem.max()) >= per_image:  # several images: position within its image
+            rem = rem % per_image
+        coords = []
+        for stride in strides[:-1]:
+            q = np.floor((rem + 0.5) * (1.0 / stride)).astype(np.int64)
+            rem = rem - q * stride
+            coords.append(q)
+        coords.append(rem)
+        out = []
+        for coord in coords:
+            total = torch.zeros(n + 1, dtype=torch.int64).index_add_(0, ids, torch.from_numpy(coord))[1:]
+            out.append(-torch.div(-total, size, rounding_mode="floor"))
+        return torch.stack(out, dim=1)
+    rem = positions % per_image
     out = []
     for stride in strides:
         coord = torch.div(rem, stride, rounding_mode="floor")
@@ -197,22 +440,23 @@ def box_voxels(
         overlap) and the box index of each. Cost O(N * largest box volume).
     """
     ndim = len(spatial)
-    if lo.shape[0] == 0:
+    n = lo.shape[0]
+    if n == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=lo.device)
         return empty, empty
     strides = [math.prod(spatial[d + 1 :]) for d in range(ndim)]
     size = (hi - lo).clamp(min=0)
-    ext = size.amax(0).tolist()
-    grids = torch.meshgrid(*[torch.arange(e, device=lo.device) for e in ext], indexing="ij")
-    off = [g.reshape(-1) for g in grids]  # offsets inside the largest box, per axis
-    off_flat = sum(o * st for o, st in zip(off, strides))
-    base = image * math.prod(spatial) + (lo * torch.tensor(strides, device=lo.device)).sum(1)
-    flat = base[:, None] + off_flat[None, :]
-    valid = off[0][None, :] < size[:, 0:1]
-    for d in range(1, ndim):
-        valid &= off[d][None, :] < size[:, d : d + 1]
-    box = torch.arange(lo.shape[0], device=lo.device)[:, None].expand_as(flat)
-    return flat[valid], box[valid]
+    ext = size.amax(0).tolist()  # offsets inside the largest box, per axis (one host sync)
+    flat = (image * math.prod(spatial) + (lo * torch.tensor(strides, device=lo.device)).sum(1)).view((n,) + (1,) * ndim)
+    valid = torch.ones((n,) + (1,) * ndim, dtype=torch.bool, device=lo.device)
+    for d in range(ndim):
+        shape = [1] * (ndim + 1)
+        shape[d + 1] = ext[d]
+        off = torch.arange(ext[d], device=lo.device).view(shape)
+        flat = flat + off * strides[d]
+        valid = valid & (off < size[:, d].view((n,) + (1,) * ndim))
+    keep = flat_nonzero(valid.expand(flat.shape))
+    return take_flat(flat, keep), torch.div(keep, max(math.prod(ext), 1), rounding_mode="floor")
 
 
 def render_boxes(

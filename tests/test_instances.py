@@ -9,15 +9,24 @@ from scipy import ndimage
 
 from lossbench.cc import label_components
 from lossbench.instances import (
+    centroids_ceil_from_positions,
     component_centroids_ceil,
     component_images,
     component_last_voxel,
     component_sizes,
+    count_nonzero_rows,
+    coverage_work_size,
+    cube_coverage,
+    flat_nonzero,
     global_ids,
     overlap_pairs,
     pair_table,
     render_boxes,
     segment_sum,
+    take_flat,
+    take_rows,
+    threshold_mask,
+    window_sums,
 )
 
 
@@ -141,3 +150,135 @@ def test_voxel_categories_by_hand():
     assert cat[0, 1, 3] == 2 and cat[0, 2, 3] == 2 and int((cat == 2).sum()) == 2
     assert int((cat == 3).sum()) == 4 and cat[0, 5, 7] == 3
     assert int((cat == 0).sum()) == 48 - 10
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CPU fast-path helpers (numpy views of CPU tensors) and the dense cube coverage of the ICI centre term
+
+
+def test_mask_helpers_match_torch():
+    rng = np.random.default_rng(21)
+    v = torch.from_numpy(rng.random((2, 5, 6, 7)).astype(np.float32))
+    v[0, 0, 0, :3] = torch.tensor([0.3, 0.5, 0.7])
+    # the threshold is compared in the tensor's dtype, as torch does (0.300000011921 rounds to float32(0.3))
+    for thr in (0.5, 0.3, 0.300000011921):
+        assert torch.equal(threshold_mask(v, thr), v >= thr)
+        assert torch.equal(threshold_mask(v, thr, strict=True), v > thr)
+    m = v > 0.6
+    assert torch.equal(flat_nonzero(m), torch.nonzero(m.reshape(-1), as_tuple=True)[0])
+    assert flat_nonzero(torch.zeros(3, 4, dtype=torch.bool)).numel() == 0
+    assert count_nonzero_rows(m).tolist() == [int(m[0].sum()), int(m[1].sum())]
+    # strided views (the coverage maps are views into padded buffers)
+    view = m[:, 1:4, ::2, 2:]
+    assert count_nonzero_rows(view).tolist() == [int(view[0].sum()), int(view[1].sum())]
+    idx = torch.tensor([[0, 5], [17, 419]])
+    assert torch.equal(take_flat(v, idx), v.reshape(-1)[idx])
+    assert torch.equal(take_flat(v, idx.to(torch.int16)), v.reshape(-1)[idx])
+
+
+def test_take_rows_by_hand():
+    buf = torch.arange(20, dtype=torch.int16)
+    rows = take_rows(buf, torch.tensor([0, 7, 15]), 5)
+    assert rows.tolist() == [[0, 1, 2, 3, 4], [7, 8, 9, 10, 11], [15, 16, 17, 18, 19]]
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.bool])
+def test_window_sums_match_loop(dtype):
+    rng = np.random.default_rng(22)
+    shape, widths = (9, 8, 11), (3, 1, 7)
+    strides = (shape[1] * shape[2], shape[2], 1)
+    a = rng.integers(0, 3, shape) * (rng.random(shape) < 0.3)
+    buf = torch.from_numpy(a.reshape(-1)).to(dtype)
+    before = buf.clone()
+    out = window_sums(buf, widths, strides).view(shape)
+    assert torch.equal(buf, before)  # the input is not modified without scratch
+    exp = a.astype(np.int64)
+    for ax, w in enumerate(widths):  # forward window sums along every axis, positions whose window fits only
+        n = exp.shape[ax] - w + 1
+        exp = sum(np.take(exp, np.arange(k, k + n), axis=ax) for k in range(w))
+    got = out[: exp.shape[0], : exp.shape[1], : exp.shape[2]].long().numpy()
+    assert np.array_equal(got, exp > 0 if dtype == torch.bool else exp)
+    # with a scratch buffer: same result, no allocation of the output
+    scratch = torch.empty_like(buf)
+    res = window_sums(buf.clone(), widths, strides, scratch=scratch).view(shape)
+    assert torch.equal(
+        res[: exp.shape[0], : exp.shape[1], : exp.shape[2]], out[: exp.shape[0], : exp.shape[1], : exp.shape[2]]
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.bool])
+@pytest.mark.parametrize(
+    ("shape", "half"),
+    [((2, 13, 11, 9), (3, 2, 1)), ((3, 17, 12), (2, 4)), ((1, 5, 6, 7), (0, 1, 3)), ((2, 4, 5), (6, 6))],
+)
+def test_cube_coverage_matches_render_boxes(shape, half, dtype):
+    rng = np.random.default_rng(23)
+    nd = len(shape) - 1
+    n = 30
+    # centres anywhere, also outside the image (boxes partly or wholly outside)
+    centre = torch.from_numpy(np.stack([rng.integers(-h - 3, s + h + 3, n) for s, h in zip(shape[1:], half)], 1))
+    img = torch.from_numpy(rng.integers(0, shape[0], n))
+    h = torch.tensor(half)
+    size = torch.tensor(shape[1:])
+    hi = torch.minimum((centre + h + 1).clamp(min=0), size)
+    lo = torch.minimum((centre - h).clamp(min=0), hi)
+    count, _ = render_boxes(lo, hi, img, shape)
+    expected = count > 0 if dtype == torch.bool else count.to(dtype)
+    assert torch.equal(cube_coverage(centre, img, half, shape, dtype), expected)
+    # through a caller's work buffer, twice (the second call reuses it)
+    work = torch.full((2 * coverage_work_size(shape, half),), 7, dtype=torch.int8).to(dtype)
+    assert torch.equal(cube_coverage(centre, img, half, shape, dtype, work=work), expected)
+    assert torch.equal(cube_coverage(centre[:0], img[:0], half, shape, dtype, work=work).long().sum(), torch.tensor(0))
+    assert nd == len(half)
+
+
+def test_pair_table_one_partner_fast_path():
+    # every a touches exactly one b: the first-partner path sorts nothing; one a touching two b takes the other path
+    a = torch.tensor([0, 1, 1, 2, 2, 2, 3, 0, 4, 4])
+    b = torch.tensor([5, 2, 2, 1, 1, 0, 3, 3, 4, 4])
+    pa, pb, ov, both, vp = pair_table(a, b, 4, 5)
+    assert list(zip(pa.tolist(), pb.tolist(), ov.tolist())) == [(1, 2, 2), (2, 1, 2), (3, 3, 1), (4, 4, 2)]
+    assert torch.equal(pa[vp], a[both]) and torch.equal(pb[vp], b[both])
+    b2 = b.clone()
+    b2[9] = 5  # instance 4 now touches b=4 and b=5
+    pa, pb, ov, both, vp = pair_table(a, b2, 4, 5)
+    assert list(zip(pa.tolist(), pb.tolist(), ov.tolist())) == [(1, 2, 2), (2, 1, 2), (3, 3, 1), (4, 4, 1), (4, 5, 1)]
+    assert torch.equal(pa[vp], a[both]) and torch.equal(pb[vp], b2[both])
+
+
+def test_centroids_exact_at_stride_multiples():
+    # flat positions that are exact multiples of the strides, and the last voxel: the float64 division must not
+    # round a quotient down
+    spatial = (96, 96, 96)
+    pos = torch.tensor([0, 9216, 96, 9215, 9216 * 95 + 96 * 95 + 95, 884736 + 9216 * 3 + 96 * 2 + 1])
+    ids = torch.arange(1, 7)
+    got = centroids_ceil_from_positions(pos, ids, 6, spatial)
+    assert got.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 95, 95], [95, 95, 95], [3, 2, 1]]
+
+
+@pytest.mark.parametrize("dense", [0.0, 1e18])
+@pytest.mark.parametrize("name", ["ici", "dici", "blob"])
+def test_torch_path_of_the_helpers_equals_numpy_path(name, dense, monkeypatch):
+    """The helpers' device-agnostic torch code (what CUDA runs) gives the numpy fast path's values and gradients."""
+    import lossbench.instances as inst
+    import lossbench.losses.ici as ici_mod
+    from lossbench.losses import build_loss
+
+    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", dense)  # both centre-term paths
+
+    rng = np.random.default_rng(24)
+    y = torch.from_numpy(rng.random((2, 1, 12, 13, 11)) < 0.2).float()
+    x = torch.from_numpy(rng.normal(size=(2, 1, 12, 13, 11))).requires_grad_(True)
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(inst, "NUMPY_ON_CPU", fast)
+        for kw in ({}, {"reference": True}):
+            if name == "blob" and kw:
+                continue
+            terms = build_loss(name, sigmoid=True, **kw).terms(x, y)
+            grad = torch.autograd.grad(terms["total"], x)[0]
+            results.append(({k: float(v.detach()) for k, v in terms.items()}, grad))
+    half = len(results) // 2
+    for (t1, g1), (t2, g2) in zip(results[:half], results[half:]):
+        assert t1 == pytest.approx(t2, rel=1e-12, abs=1e-12)
+        assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)

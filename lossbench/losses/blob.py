@@ -22,7 +22,7 @@ import torch
 from lossbench.cc import label_components
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import component_images, global_ids, segment_sum
+from lossbench.instances import component_images, flat_nonzero, global_ids, segment_sum, take_flat, threshold_mask
 from lossbench.losses._core import (
     BaseSpec,
     Prepared,
@@ -49,20 +49,31 @@ def _blob_terms(
     n_img, n_vox = batch * n_ch, math.prod(spatial)
     p2 = p_full.reshape(n_img, n_vox)
     y2 = y_full.reshape(n_img, n_vox)
-    lab = label_components((y2 > 0.5).reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
+    lab_mask = threshold_mask(y2, 0.5, strict=True)  # the label instances' voxels (the target is binary)
+    lab = label_components(lab_mask.reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
     gl, _ = global_ids(lab.labels, lab.counts)
     n_l = int(lab.counts.sum())
-    glf = gl.reshape(-1)
     img_l = component_images(lab.counts)
-    bg = (y2 < 0.5).to(p2.dtype)
+    # per-instance sums run over the label voxels only (one gather, one backward scatter); the background sums are
+    # one masked reduction per image. Host syncs: the instance count and the foreground positions, once per call.
+    pos = flat_nonzero(lab_mask)
+    ids = take_flat(gl, pos)
+    labelled = ids > 0  # the maxpool backend may drop a voxel (reference quirk): keep labelled voxels only
+    if not bool(labelled.all()):
+        pos, ids = pos[labelled], ids[labelled]
+    p_fg = p2.reshape(-1).index_select(0, pos)
+    zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
+    inter = segment_sum(p_fg, ids, n_l)[1:]
     stat = pred_stat(spec, p2)
-    inter = segment_sum(p2.reshape(-1), glf, n_l)[1:]
-    pred = segment_sum(stat.reshape(-1), glf, n_l)[1:] + (stat * bg).sum(1)[img_l]
-    ground = torch.bincount(glf, minlength=n_l + 1)[1:].to(p2.dtype)
+    inst_stat = inter if not spec.squared_pred else segment_sum(p_fg * p_fg, ids, n_l)[1:]
+    pred = inst_stat + torch.where(lab_mask, zero, stat).sum(1)[img_l]
+    ground = torch.bincount(ids, minlength=n_l + 1)[1:].to(p2.dtype)
     elem = None
     if spec.elem is not None:
         f = elementwise(spec, p2, y2)  # f(p, 1) on instances, f(p, 0) on background
-        elem = segment_sum(f.reshape(-1), glf, n_l)[1:] + (f * bg).sum(1)[img_l]
+        elem = (
+            segment_sum(f.reshape(-1).index_select(0, pos), ids, n_l)[1:] + torch.where(lab_mask, zero, f).sum(1)[img_l]
+        )
     vals = entry_loss(spec, inter, pred, ground, elem, n_vox)
     per_img = vals.new_zeros(n_img).index_add(0, img_l, vals)
     has = lab.counts > 0

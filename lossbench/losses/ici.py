@@ -36,9 +36,16 @@ from lossbench.instances import (
     box_voxels,
     centroids_ceil_from_positions,
     component_images,
+    count_nonzero_rows,
+    coverage_work_size,
+    cube_coverage,
+    flat_nonzero,
     global_ids,
     pair_table,
     segment_sum,
+    take_flat,
+    take_rows,
+    threshold_mask,
 )
 from lossbench.losses._core import (
     BaseSpec,
@@ -47,6 +54,7 @@ from lossbench.losses._core import (
     check_choice,
     check_flag,
     check_nonneg,
+    dice_from_sums,
     elementwise,
     entry_loss,
     image_sums,
@@ -197,39 +205,28 @@ def _reduce(vals: torch.Tensor, imgs: torch.Tensor, n_images: int, n_channels: i
     return (per_ch / cnt).mean()
 
 
-def _boxes(centre: torch.Tensor, spatial: tuple[int, ...], cube_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference cube extents: indices ``c - h - 1 .. c + h - 1`` clipped to the image, as [lo, hi) per axis."""
+def _half_widths(spatial: tuple[int, ...], cube_size: int) -> tuple[int, ...]:
+    """Reference half width per axis: ``ceil(size_axis / max(size) * (cube_size - 1) / 2)``."""
     offset = (cube_size - 1) // 2
     biggest = max(spatial)
-    half = torch.tensor([math.ceil(s / biggest * offset) for s in spatial], dtype=torch.int64, device=centre.device)
+    return tuple(math.ceil(s / biggest * offset) for s in spatial)
+
+
+def _boxes(centre: torch.Tensor, spatial: tuple[int, ...], cube_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference cube extents: indices ``c - h - 1 .. c + h - 1`` clipped to the image, as [lo, hi) per axis."""
+    half = torch.tensor(_half_widths(spatial, cube_size), dtype=torch.int64, device=centre.device)
     size = torch.tensor(spatial, dtype=torch.int64, device=centre.device)
     lo = (centre - half - 1).clamp(min=0)
     hi = torch.minimum(centre + half, size)
     return lo, hi
 
 
-#: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume.
-DENSE_CENTER_FRACTION = 0.25
-
-
-def _corner_sum_index(
-    lo: torch.Tensor, hi: torch.Tensor, image: torch.Tensor, padded: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices (into ``(B, *padded)``) and signs (+ at lo, - at hi per axis) of the corners of boxes [lo, hi)."""
-    ndim = len(padded)
-    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
-    per_image = math.prod(padded)
-    idx, sign = [], []
-    for corner in range(1 << ndim):
-        flat = image * per_image
-        s = 1
-        for d in range(ndim):
-            use_hi = (corner >> d) & 1
-            flat = flat + (hi[:, d] if use_hi else lo[:, d]) * strides[d]
-            s = -s if use_hi else s
-        idx.append(flat)
-        sign.append(torch.full_like(flat, s))
-    return torch.cat(idx), torch.cat(sign)
+#: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume (measured crossover
+#: for the reference map on one CPU core at 96^3: about 3%; its values are integer counts, the same on both paths).
+DENSE_CENTER_FRACTION = 0.03
+#: The trainable map switches at ``TRAINABLE_DENSE_FACTOR`` times that fraction, 25% of the volume as before: its two
+#: paths add the same float32 terms in different orders, so keeping the boundary keeps every value bit-identical.
+TRAINABLE_DENSE_FACTOR = 0.25 / 0.03
 
 
 @dataclass
@@ -248,38 +245,103 @@ class _CenterGeometry:
     w_box: torch.Tensor | None = None  # dense: per prediction cube, sum over its prediction-only voxels of 1/count
 
 
+def _cube_weights(
+    skip: torch.Tensor,
+    padded: tuple[int, ...],
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    spatial: tuple[int, ...],
+    n_outside: int | None = None,
+) -> torch.Tensor:
+    """Per cube, ``sum over its voxels v outside skip of 1 / (number of the cubes that contain v)`` (float64).
+
+    ``skip`` (the label-cube union) is a flat padded bool grid as written by :func:`lossbench.instances.cube_coverage`
+    (``(B, *padded)``, voxel ``x`` at padded index ``x + 1`` on every axis, anything in the padding). Cube ``i``
+    covers ``|x_d - centre[i, d]| <= half_d``, truncated at the border. The cubes' voxels are read as contiguous rows
+    along the last axis straight from the padded grid (rows and columns outside the image are masked); only the
+    (cube, voxel) incidences outside ``skip`` are kept, and how many cubes contain each of those voxels is its
+    multiplicity among them (one sort of the kept incidences). O(cubes x cube volume), no count map of the volume.
+    ``n_outside``, if given, is the number of distinct voxels of the cubes' union outside ``skip``: when it equals
+    the number of incidences, no voxel lies in two cubes and the sort is skipped.
+    """
+    ndim = len(spatial)
+    dev = centre.device
+    n = centre.shape[0]
+    weights = torch.zeros(n, dtype=torch.float64, device=dev)
+    if n == 0:
+        return weights
+    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
+    width = 2 * half[-1] + 1
+    lead = (n,) + (1,) * (ndim - 1)
+    # first voxel of each row: padded index of (row coordinates, centre_last - half_last); rows outside the image
+    # are clamped into it and masked; the start never leaves the buffer (padding >= 1 row before the image)
+    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).view(lead)
+    valid = torch.ones(lead, dtype=torch.bool, device=dev)
+    for d in range(ndim - 1):
+        coord = centre[:, d : d + 1] + torch.arange(-half[d], half[d] + 1, device=dev)
+        shape = [n] + [1] * (ndim - 1)
+        shape[d + 1] = coord.shape[1]
+        start = start + ((coord.clamp(0, spatial[d] - 1) + 1) * strides[d]).view(shape)
+        valid = valid & ((coord >= 0) & (coord < spatial[d])).view(shape)
+    cols = centre[:, -1:] + torch.arange(-half[-1], half[-1] + 1, device=dev)
+    valid = valid.reshape(n, -1, 1) & ((cols >= 0) & (cols < spatial[-1])).view(n, 1, width)
+    flat_start = start.reshape(-1)
+    keep = valid & ~take_rows(skip, flat_start, width).view(valid.shape)
+    inc = flat_nonzero(keep)  # (cube, row, column) incidences outside the skipped voxels
+    if inc.numel() == 0:
+        return weights
+    cube = torch.div(inc, keep[0].numel(), rounding_mode="floor")
+    # with no voxel in two cubes every term is 1 and the sums are counts (the same float64 values)
+    if n_outside == inc.numel():
+        return torch.bincount(cube, minlength=n).to(torch.float64)
+    pos = take_flat(flat_start, torch.div(inc, width, rounding_mode="floor")) + inc % width
+    _, inv, mult = torch.unique(pos, return_inverse=True, return_counts=True)
+    if mult.numel() == pos.numel():  # one host sync
+        return torch.bincount(cube, minlength=n).to(torch.float64)
+    return weights.index_add_(0, cube, mult.to(torch.float64).reciprocal()[inv])
+
+
 def _center_geometry(
     cfg: ICIConfig,
-    boxes_l: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    boxes_p: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    centre_l: torch.Tensor,
+    img_l: torch.Tensor,
+    centre_p: torch.Tensor,
+    img_p: torch.Tensor,
     n_img: int,
     spatial: tuple[int, ...],
 ) -> _CenterGeometry:
     """Which voxels the label and prediction cubes cover: sparse (cube voxels only) or dense (whole volume).
 
-    The sparse path enumerates the cube voxels (:func:`lossbench.instances.box_voxels`): O(cube voxels).
-    The dense path paints both kinds of cubes into one difference array (label cubes count ``2^11`` or
-    ``2^26``, prediction cubes 1) and takes cumulative sums along every axis: O(voxels) whatever the
-    number of cubes. It is used when the cubes cover more than :data:`DENSE_CENTER_FRACTION` of the batch
-    volume and the trainable map is only needed through linear sums (dice-type base without
-    ``squared_pred``): the prediction-cube mass outside the label cubes, ``sum_v avg(v)``, is then
-    ``sum_b mean_b * w_b`` with ``w_b = sum_{v in b, v outside label cubes} 1 / count(v)``, read from a
-    summed-area table.
+    ``centre_*`` are the ``ceil(mean index)`` centres; the reference cube covers ``centre - h - 1 .. centre + h - 1``.
+    The sparse path enumerates the cube voxels (:func:`lossbench.instances.box_voxels`): O(cube voxels log). The
+    dense path counts, for every voxel, the label and the prediction cubes covering it by filtering the histogram
+    of the cube centres with a cube-wide window (:func:`lossbench.instances.cube_coverage`): O(voxels) whatever
+    the number of cubes (a few contiguous integer passes). It is used when the cubes cover more than
+    :data:`DENSE_CENTER_FRACTION` of the batch volume and the trainable map is only needed through linear sums
+    (dice-type base without ``squared_pred``): the prediction-cube mass outside the label cubes, ``sum_v avg(v)``,
+    is then ``sum_b mean_b * w_b`` with ``w_b = sum_{v in b, v outside label cubes} 1 / count(v)``, gathered over
+    each prediction cube's voxels (:func:`_cube_weights`).
     """
     spec = cfg.base
-    ndim = len(spatial)
     n_vox = math.prod(spatial)
     total = n_img * n_vox
-    dev = boxes_l[0].device
-    lo_l, hi_l, img_l = boxes_l
-    lo_p, hi_p, img_p = boxes_p
-    cube_voxels = int(((hi_l - lo_l).clamp(min=0).prod(1).sum() + (hi_p - lo_p).clamp(min=0).prod(1).sum()).item())
+    dev = centre_l.device
+    half = _half_widths(spatial, cfg.cube_size)
+    lo_l, hi_l = _boxes(centre_l, spatial, cfg.cube_size)
+    lo_p, hi_p = _boxes(centre_p, spatial, cfg.cube_size)
+    vol_l = (hi_l - lo_l).clamp(min=0).prod(1).sum()
+    # Host syncs (a few per call, none per instance): the path choice here, the dense path's count dtype and its
+    # "no overlapping prediction cubes" test, and the largest box in box_voxels, all size buffers or pick a branch.
+    n_lv, cube_voxels = (int(v) for v in torch.stack([vol_l, vol_l + (hi_p - lo_p).clamp(min=0).prod(1).sum()]))
     linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
-    if not (linear and cube_voxels >= DENSE_CENTER_FRACTION * total):
-        fl_l, _ = box_voxels(lo_l, hi_l, img_l, spatial)
-        fl_p, box_p = box_voxels(lo_p, hi_p, img_p, spatial)
-        n_lv = fl_l.numel()
-        uniq, inv = torch.unique(torch.cat([fl_l, fl_p]), return_inverse=True)
+    threshold = DENSE_CENTER_FRACTION * total * (TRAINABLE_DENSE_FACTOR if cfg.center_mode == "trainable" else 1.0)
+    if not (linear and cube_voxels >= threshold):
+        # label cubes first, then prediction cubes: the first n_lv voxels listed belong to label cubes
+        n_lc = lo_l.shape[0]
+        fl, box = box_voxels(torch.cat([lo_l, lo_p]), torch.cat([hi_l, hi_p]), torch.cat([img_l, img_p]), spatial)
+        box_p = box[n_lv:] - n_lc
+        uniq, inv = torch.unique(fl, return_inverse=True)
         n_u = uniq.numel()
         in_l = torch.bincount(inv[:n_lv], minlength=n_u) > 0
         slot_p = inv[n_lv:]
@@ -301,50 +363,29 @@ def _center_geometry(
             po_box=box_p[incid],
             po_voxel=po_index[slot_p[incid]],
         )
-    padded = tuple(s + 1 for s in spatial)
-    f64 = torch.float64
-    # Counts in floats (cumulative sums of floats are faster than int64 ones on CPU): float32 is exact while
-    # every partial sum stays below 2^24, i.e. with fewer than 2^11 cubes of each kind per image.
-    most = max(int(torch.bincount(img_l, minlength=1).max()), int(torch.bincount(img_p, minlength=1).max()))
-    small = most < (1 << 11)
-    big = float(1 << 11) if small else float(1 << 26)
-    cdt = torch.float32 if small else f64
-    il, sl = _corner_sum_index(lo_l, hi_l, img_l, padded)
-    ip, sp = _corner_sum_index(lo_p, hi_p, img_p, padded)
-    diff = torch.zeros(n_img * math.prod(padded), dtype=cdt, device=dev)
-    diff.index_add_(0, torch.cat([il, ip]), torch.cat([sl.to(cdt) * big, sp.to(cdt)]))
-    cov = diff.view(n_img, *padded)
-    for d in range(ndim):
-        cov = cov.cumsum(d + 1)
-    cov = cov[(slice(None),) + tuple(slice(0, s) for s in spatial)]
-    in_l = cov >= big
-    cnt_p = torch.fmod(cov, big)
-    in_p = cnt_p > 0
+    shape = (n_img, *spatial)
+    size = coverage_work_size(shape, half)
+    # only the unions of the cubes are materialised (bool, a few byte-wide passes per axis); the trainable map's
+    # per-voxel cube counts are needed only outside the label cubes and come from the cubes' own voxels
+    work_l = torch.empty(2 * size, dtype=torch.bool, device=dev)
+    in_l = cube_coverage(centre_l - 1, img_l, half, shape, torch.bool, work=work_l)
+    in_p = cube_coverage(centre_p - 1, img_p, half, shape, torch.bool)
     both = in_l & in_p
-    dims = tuple(range(1, ndim + 1))
-    if cfg.center_mode == "trainable":
-        lonly_pos = torch.nonzero((in_l ^ both).reshape(-1), as_tuple=True)[0]
-    else:  # constant maps: counts suffice
-        lonly_pos = torch.zeros(0, dtype=torch.int64, device=dev)
     geom = _CenterGeometry(
-        n_both=torch.count_nonzero(both, dim=dims),
-        n_l=torch.count_nonzero(in_l, dim=dims),
-        n_p=torch.count_nonzero(in_p, dim=dims),
-        lonly_pos=lonly_pos,
-        lonly_img=torch.div(lonly_pos, n_vox, rounding_mode="floor"),
+        n_both=count_nonzero_rows(both).to(dev),
+        n_l=count_nonzero_rows(in_l).to(dev),
+        n_p=count_nonzero_rows(in_p).to(dev),
+        lonly_pos=torch.zeros(0, dtype=torch.int64, device=dev),
+        lonly_img=torch.zeros(0, dtype=torch.int64, device=dev),
     )
     if cfg.center_mode == "trainable":
-        g = torch.zeros(n_img, *padded, dtype=f64, device=dev)
-        g[(slice(None),) + tuple(slice(1, None) for _ in spatial)] = torch.where(
-            in_p ^ both, cnt_p.to(f64).clamp(min=1).reciprocal(), torch.zeros((), dtype=f64, device=dev)
-        )
-        for d in range(ndim):
-            g = g.cumsum(d + 1)
-        # summed-area table with a zero first row/column: box [lo, hi) sums over its corners; painting signs are
-        # + at lo and - at hi, a query needs + at hi and - at lo: flip by (-1)^ndim
-        idx, sign = _corner_sum_index(lo_p, hi_p, img_p, padded)
-        query = g.reshape(-1)[idx] * (sign.to(f64) * (-1) ** ndim)
-        geom.w_box = query.view(1 << ndim, lo_p.shape[0]).sum(0)
+        geom.lonly_pos = flat_nonzero(in_l ^ both).to(dev)
+        geom.lonly_img = torch.div(geom.lonly_pos, n_vox, rounding_mode="floor")
+        # the padded grid behind the label-cube view: the half of the work buffer that holds the result
+        skip_pad = work_l[:size] if in_l.storage_offset() < size else work_l[size:]
+        padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+        n_ponly = int((geom.n_p - geom.n_both).sum())  # prediction-cube voxels outside every label cube
+        geom.w_box = _cube_weights(skip_pad, padded, centre_p - 1, img_p, half, spatial, n_ponly)
     return geom
 
 
@@ -397,12 +438,35 @@ def _center_value(
 
 def _foreground(mask: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions and ids of the labelled voxels (scanning the bool mask, not the int64 ids)."""
-    pos = torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
-    got = ids[pos]
+    pos = flat_nonzero(mask)
+    got = take_flat(ids, pos)
     kept = got > 0  # the maxpool backend may drop a voxel (reference quirk): keep labelled voxels only
     if not bool(kept.all()):
         pos, got = pos[kept], got[kept]
     return pos, got
+
+
+class _DiceSumsAndGather(torch.autograd.Function):
+    """Per-image ``sum(p * y)`` and ``sum(p)`` of the global Dice plus a gather of ``p``, with one fused backward.
+
+    Separately, autograd would build the global term's gradient (``g_I * y``, plus ``g_P``) and, for the gather, a
+    zero volume with the gathered gradients scattered into it, then add the two volumes. Here the backward writes
+    ``g_I * y + g_P`` once and scatters the gathered gradients into it in place: two fewer passes over the volume,
+    same values (the products and sums are the ones autograd computes).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, p2: torch.Tensor, y2: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(y2, index)
+        return (p2 * y2).sum(1), p2.sum(1), p2.reshape(-1).index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, g_inter: torch.Tensor, g_psum: torch.Tensor, g_read: torch.Tensor) -> tuple[Any, ...]:
+        y2, index = ctx.saved_tensors
+        grad = g_inter[:, None] * y2
+        grad += g_psum[:, None]
+        grad.view(-1).index_add_(0, index, g_read)
+        return grad, None, None
 
 
 def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
@@ -423,13 +487,13 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     n_vox = math.prod(spatial)
     dev = p_full.device
     p = p_full.reshape(n_img, *spatial)
-    y = y_full.reshape(n_img, *spatial) > 0.5
+    y = threshold_mask(y_full.reshape(n_img, *spatial), 0.5, strict=True)
 
     # -- labelling (detached) and batch-global ids ------------------------------------------------------------
     cc_kw: dict[str, Any] = {"connectivity": cfg.connectivity, "backend": cfg.cc_backend}
     if cfg.cc_backend == "maxpool" and cfg.num_iterations is not None:
         cc_kw["num_iterations"] = cfg.num_iterations
-    pmask = p.detach() >= cfg.threshold
+    pmask = threshold_mask(p, cfg.threshold)
     lab = label_components(y, **cc_kw)
     prd = label_components(pmask, **cc_kw)
     gl, _ = global_ids(lab.labels, lab.counts)
@@ -450,7 +514,8 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
         keep &= ~too_many[img_p_raw]
     if cfg.max_pred_instances > 0 and n_p_raw:
         last = torch.full((n_p_raw + 1,), -1, dtype=torch.int64, device=dev)
-        last = last.scatter_reduce(0, prd_ids, prd_pos % n_vox, reduce="amax")[1:]
+        within = prd_pos % n_vox if n_img > 1 else prd_pos  # position within its image
+        last = last.scatter_reduce(0, prd_ids, within, reduce="amax")[1:]
         order = torch.argsort(img_p_raw * n_vox + last)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(n_p_raw, device=dev) - off_p[img_p_raw[order]]
@@ -459,9 +524,9 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
         n_p, img_p, counts_p = n_p_raw, img_p_raw, prd.counts
     else:
         table = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(keep, 0) * keep])
-        prd_ids = table[prd_ids]
-        used = prd_ids > 0
-        prd_pos, prd_ids = prd_pos[used], prd_ids[used]
+        prd_ids = take_flat(table, prd_ids)
+        used = flat_nonzero(threshold_mask(prd_ids, 0, strict=True))
+        prd_pos, prd_ids = take_flat(prd_pos, used), take_flat(prd_ids, used)
         n_p = int(keep.sum())
         img_p = img_p_raw[keep]
         counts_p = torch.bincount(img_p, minlength=n_img)
@@ -469,21 +534,28 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     size_l = torch.bincount(lab_ids, minlength=n_l + 1).to(pf.dtype)
 
     # -- centre geometry (detached), then ONE gather of every probability the loss reads (one backward scatter)
-    boxes_l = (*_boxes(centroids_ceil_from_positions(lab_pos, lab_ids, n_l, spatial), spatial, cfg.cube_size), img_l)
-    boxes_p = (*_boxes(centroids_ceil_from_positions(prd_pos, prd_ids, n_p, spatial), spatial, cfg.cube_size), img_p)
-    geom = _center_geometry(cfg, boxes_l, boxes_p, n_img, spatial)
-    p_read = pf[torch.cat([prd_pos, geom.lonly_pos])]
+    centre_l = centroids_ceil_from_positions(lab_pos, lab_ids, n_l, spatial)
+    centre_p = centroids_ceil_from_positions(prd_pos, prd_ids, n_p, spatial)
+    geom = _center_geometry(cfg, centre_l, img_l, centre_p, img_p, n_img, spatial)
+    read_index = torch.cat([prd_pos, geom.lonly_pos])
+    # the plain Dice global term (per-image sums, linear denominator) shares its backward pass with the gather
+    fused = spec.dice == "dice" and spec.elem is None and not spec.squared_pred and not spec.batch
+    if fused:
+        y_float = y_full.reshape(n_img, n_vox)
+        inter_g, psum_g, p_read = _DiceSumsAndGather.apply(pf.view(n_img, n_vox), y_float, read_index)
+        glob = dice_from_sums(spec, inter_g, psum_g, y_float.sum(1)).mean()
+    else:
+        p_read = pf.index_select(0, read_index)  # backward: one index_add
+        glob = baseline_terms(spec, prep)["total"]
     p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() :]
 
     # -- per-component sums over prediction voxels, pair table over the voxels shared with a label instance ---
-    gl_sel = glf[prd_pos]
+    gl_sel = take_flat(glf, prd_pos)
     bg_sel = (gl_sel == 0).to(pf.dtype)
     stat_sel = pred_stat(spec, p_sel)
-    # dense pair keys (bincount, no sort) whenever the key space is no larger than the batch volume
-    dense = (n_l + 1) * (n_p + 1) <= max(n_img * n_vox, 1 << 16)
-    pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p, dense=dense)
+    pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p)
     n_pairs = pair_n.numel()
-    pb = p_sel[both]
+    pb = p_sel.index_select(0, flat_nonzero(both))
     t_p = pf.new_zeros(n_pairs).index_add(0, vpair, pb)
     t_stat = t_p if not spec.squared_pred else pf.new_zeros(n_pairs).index_add(0, vpair, pb * pb)
     s_m = segment_sum(stat_sel, prd_ids, n_p)  # whole component
@@ -527,12 +599,12 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
 
     mean_p = None
     if cfg.center_mode == "trainable":
-        mean_p = segment_sum(p_sel, prd_ids, n_p)[1:] / torch.bincount(prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
+        sum_p = s_m if not spec.squared_pred else segment_sum(p_sel, prd_ids, n_p)  # s_m sums p itself
+        mean_p = sum_p[1:] / torch.bincount(prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
     center = _center_value(cfg, geom, p_lonly, mean_p, img_p, n_img, n_vox)
     if p_read.requires_grad and not center.requires_grad:
         # constant cubes: keep the term on the graph (so .backward() works) with an identically zero gradient
         center = center + 0.0 * p_read.sum()
-    glob = baseline_terms(spec, prep)["total"]
     out = {"global": glob, "instance": instance}
 
     # -- predicted-instance term (DICI) ---------------------------------------------------------------------
