@@ -55,6 +55,7 @@ __all__ = [
     "term_gradients",
     "term_gradient_map",
     "audit_table",
+    "format_rows",
     "run_audit",
 ]
 
@@ -322,7 +323,8 @@ def _pct(v: float) -> str:
     return "-" if v != v else f"{100 * v:.0f}%"
 
 
-def _fmt_rows(df: pd.DataFrame) -> list[list[str]]:
+def format_rows(df: pd.DataFrame) -> list[list[str]]:
+    """Display rows of an :func:`audit_table` frame: loss, term, value, gradient norm, non-zero share per region."""
     out = []
     for _, r in df.iterrows():
         out.append(
@@ -348,7 +350,7 @@ def _markdown(df: pd.DataFrame) -> str:
         lines += [f"## Scene `{scene}`", "", f"Voxels per region: {counts}.", ""]
         lines.append("| " + " | ".join(_HEADER) + " |")
         lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(_HEADER) - 2)) + "|")
-        for row in _fmt_rows(sub):
+        for row in format_rows(sub):
             lines.append("| " + " | ".join(f"`{row[0]}`" if i == 0 else c for i, c in enumerate(row)) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -368,7 +370,7 @@ def _print_rich(df: pd.DataFrame) -> None:
             h = h.replace(" ", "\n") if i >= 2 else h
             table.add_column(h, justify="left" if i < 2 else "right", style="bold" if i == 0 else None, no_wrap=i < 2)
         prev = None
-        for row, moves in zip(_fmt_rows(sub), sub["moves"]):
+        for row, moves in zip(format_rows(sub), sub["moves"]):
             if prev is not None and row[0] != prev:
                 table.add_section()
             prev = row[0]

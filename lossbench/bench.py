@@ -643,6 +643,31 @@ def _floor_labelling(target_mask: np.ndarray, pred_mask: np.ndarray, device: tor
     return step
 
 
+def _floor_name(device: torch.device) -> str:
+    """Name of the floor case: labelling of label and prediction with the device's default backend."""
+    return "2 cc3d labellings" if device.type == "cpu" else "2 torch labellings"
+
+
+def _loss_cases(
+    api: dict[str, Any],
+    configs: list[tuple[str, str, dict[str, Any]]],
+    target: np.ndarray,
+    pred: np.ndarray,
+    device: torch.device,
+    floor_name: str,
+) -> dict[str, tuple[Callable[[], Any], torch.device]]:
+    """One forward+backward case per loss configuration on (target, pred), plus the labelling floor."""
+    x, y = _loss_inputs(target, pred, device)
+    cases: dict[str, tuple[Callable[[], Any], torch.device]] = {}
+    for label, name, kw in configs:
+        loss = api["build_loss"](name, **kw)
+        if isinstance(loss, torch.nn.Module):
+            loss = loss.to(device)
+        cases[label] = (_fwd_bwd(loss, x, y), device)
+    cases[floor_name] = (_floor_labelling(target, pred, device), device)
+    return cases
+
+
 def _pred_mask(target: np.ndarray, n_false: int, seed: int) -> np.ndarray:
     """Prediction: the target shifted by one voxel along the last axis plus ``n_false`` false blobs per image."""
     from lossbench.cc.shapes import blobs_mask
@@ -662,20 +687,13 @@ def _suite_losses(run: _Run, sizes: list[tuple[int, ...]]) -> None:
     if "dice" not in names:
         run.error("losses", "(suite)", "the registry has no 'dice' loss: the ratios to Dice cannot be computed")
     on_gpu = run.device.type != "cpu"
-    floor_name = "2 torch labellings" if on_gpu else "2 cc3d labellings"
+    floor_name = _floor_name(run.device)
     for size in sizes:
         for batch in BATCHES:
             common = _common(size, batch)
             target = _cc_masks(size, batch)
             pred = _pred_mask(target, 10, seed=batch)
-            x, y = _loss_inputs(target, pred, run.device)
-            cases: dict[str, tuple[Callable[[], Any], torch.device]] = {}
-            for label, name, kw in configs:
-                loss = api["build_loss"](name, **kw)
-                if isinstance(loss, torch.nn.Module):
-                    loss = loss.to(run.device)
-                cases[label] = (_fwd_bwd(loss, x, y), run.device)
-            cases[floor_name] = (_floor_labelling(target, pred, run.device), run.device)
+            cases = _loss_cases(api, configs, target, pred, run.device, floor_name)
             meta = {label: {"params": kw} for label, _, kw in configs}
             grp = f"{common['size']} B={batch}"
             med = run.group("losses", grp, cases, meta, common)
@@ -698,7 +716,7 @@ def _suite_losses(run: _Run, sizes: list[tuple[int, ...]]) -> None:
                     short="/(dice+2cc)",
                     target=TARGET_ICI_VS_FLOOR if checked else None, op="<=" if checked else None,
                 )  # fmt: skip
-            del x, y
+            del cases  # the closures hold the full-size inputs; free them before the next size
 
 
 def _suite_scaling(run: _Run) -> None:
@@ -713,7 +731,7 @@ def _suite_scaling(run: _Run) -> None:
     # Dice and the labelling floor are timed alongside: they show how much of the growth is foreground volume
     # (more instances = more foreground voxels) rather than the number of instances.
     configs = [c for c in all_configs if c[0] == "dice"] + configs
-    floor_name = "2 torch labellings" if run.device.type != "cpu" else "2 cc3d labellings"
+    floor_name = _floor_name(run.device)
     batch = 1
     med_by_n: dict[int, dict[str, float | None]] = {}
     for n in SCALING_COUNTS:
@@ -721,14 +739,7 @@ def _suite_scaling(run: _Run) -> None:
         target = instances_mask(SCALING_SIZE, n, seed=n)[None]
         # prediction: every instance shifted by one voxel (all overlapping) plus 10% false instances elsewhere
         pred = np.roll(target, 1, axis=-1) | _sparse_false(target, max(1, n // 10), seed=n)
-        x, y = _loss_inputs(target, pred, run.device)
-        cases = {}
-        for label, name, kw in configs:
-            loss = api["build_loss"](name, **kw)
-            if isinstance(loss, torch.nn.Module):
-                loss = loss.to(run.device)
-            cases[label] = (_fwd_bwd(loss, x, y), run.device)
-        cases[floor_name] = (_floor_labelling(target, pred, run.device), run.device)
+        cases = _loss_cases(api, configs, target, pred, run.device, floor_name)
         meta = {label: {"params": kw, "instances": n} for label, _, kw in configs}
         meta[floor_name] = {"instances": n}
         med_by_n[n] = run.group("scaling", f"{_size_name(SCALING_SIZE)} n={n}", cases, meta, common)

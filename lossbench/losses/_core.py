@@ -333,6 +333,15 @@ def pred_stat(spec: BaseSpec, q: torch.Tensor) -> torch.Tensor:
     return q * q if spec.squared_pred else q
 
 
+def gdice_weights(spec: BaseSpec, ground: torch.Tensor) -> torch.Tensor:
+    """Generalised Dice class weights from the label sums ``G``: ``1/G^2`` (square), ``1/G`` (simple) or 1."""
+    if spec.w_type == "square":
+        return 1.0 / (ground * ground)
+    if spec.w_type == "simple":
+        return 1.0 / ground
+    return torch.ones_like(ground)
+
+
 def dice_from_sums(spec: BaseSpec, inter: torch.Tensor, pred: torch.Tensor, ground: torch.Tensor) -> torch.Tensor:
     """The overlap part from sums (elementwise over entries); MONAI ``DiceLoss`` / single-class GDL formulas.
 
@@ -343,13 +352,7 @@ def dice_from_sums(spec: BaseSpec, inter: torch.Tensor, pred: torch.Tensor, grou
     """
     if spec.dice == "gdice":
         g = ground.to(inter.dtype)
-        safe = torch.where(g > 0, g, torch.ones_like(g))
-        if spec.w_type == "square":
-            w = 1.0 / (safe * safe)
-        elif spec.w_type == "simple":
-            w = 1.0 / safe
-        else:
-            w = torch.ones_like(safe)
+        w = gdice_weights(spec, torch.where(g > 0, g, torch.ones_like(g)))
         w = torch.where(g > 0, w, torch.zeros_like(w))
         return 1.0 - (2.0 * w * inter + spec.smooth_nr) / (w * (pred + g) + spec.smooth_dr)
     den = pred + ground
@@ -431,13 +434,7 @@ def baseline_terms(spec: BaseSpec, prep: Prepared) -> dict[str, torch.Tensor]:
         pred = pred_stat(spec, pf).sum(axes)
         ground = (yf * yf if spec.squared_pred else yf).sum(axes)
         if spec.dice == "gdice":
-            g = ground
-            if spec.w_type == "square":
-                w = 1.0 / (g * g)
-            elif spec.w_type == "simple":
-                w = 1.0 / g
-            else:
-                w = torch.ones_like(g)
+            w = gdice_weights(spec, ground)
             inf = torch.isinf(w)
             w = torch.where(inf, torch.zeros_like(w), w)
             w = w + inf * (w.max() if spec.batch else w.max(dim=-1, keepdim=True)[0])

@@ -923,20 +923,9 @@ def _terms_table(scenes) -> dict[str, Any]:
 
 
 def _audit_section_table() -> dict[str, Any]:
-    from lossbench.audit import GRADIENT_NOTE, REGIONS, audit_table
+    from lossbench.audit import GRADIENT_NOTE, REGIONS, audit_table, format_rows
 
-    df = audit_table(scenes=["figure1"])
-    rows = []
-    for _, r in df.iterrows():
-        rows.append(
-            [
-                r["loss"],
-                r["term"],
-                f"{(r['value'] if abs(r['value']) >= 5e-5 else 0.0):.4f}",
-                f"{r['grad_norm']:.3g}" if r["grad_norm"] > 0 else "0",
-                *["-" if r[f"nz_{g}"] != r[f"nz_{g}"] else f"{100 * r[f'nz_{g}']:.0f}%" for g in REGIONS],
-            ]
-        )
+    rows = format_rows(audit_table(scenes=["figure1"]))
     return {
         "caption": "Gradient audit on figure1. " + GRADIENT_NOTE,
         "header": ["loss", "term", "value", "grad L2", *[f"nz {g}" for g in REGIONS]],
