@@ -341,8 +341,16 @@ def measure_group(
 class _Run:
     """Accumulates results, ratios, skips and errors of one benchmark run."""
 
-    def __init__(self, device: torch.device, repeats: int, memory_method: str, console: Any | None):
+    def __init__(
+        self,
+        device: torch.device,
+        repeats: int,
+        memory_method: str,
+        console: Any | None,
+        losses: Sequence[str] | None = None,
+    ):
         self.device = device
+        self.losses = None if losses is None else set(losses)
         self.repeats = repeats
         self.memory_method = memory_method
         self.console = console
@@ -580,6 +588,9 @@ def _loss_configs(api: dict[str, Any], run: _Run, suite: str) -> list[tuple[str,
     for label, name, kw in LOSS_VARIANTS:
         if name in names:
             configs.append((label, name, dict(kw)))
+    if run.losses is not None:
+        # a selection keeps a case whose registry name or case label it names; Dice stays (the ratios' denominator)
+        configs = [c for c in configs if c[0] == "dice" or c[0] in run.losses or c[1] in run.losses]
     out = []
     for label, name, kw in configs:
         if "sigmoid" in params.get(name, {"sigmoid": True}):
@@ -1087,6 +1098,7 @@ def run_bench(
     repeats: int = 5,
     out: str | os.PathLike[str] | None = None,
     show: bool = True,
+    losses: Sequence[str] | str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark suites and return (and optionally write and print) the results.
 
@@ -1099,6 +1111,9 @@ def run_bench(
         repeats: timed samples per case after the warm-up (>= 1).
         out: folder to write ``bench.json`` and ``bench.md`` into (created if needed).
         show: print rich tables and progress to the terminal.
+        losses: only these losses in the ``losses`` and ``scaling`` suites: registry names (every case of that
+            loss) or case labels such as ``"ici reference"``; Dice is always timed (the ratios' denominator).
+            Default: every registered loss and variant.
 
     Returns:
         The result dict described in the module docstring.
@@ -1124,6 +1139,20 @@ def run_bench(
         raise expect("repeats", "an int >= 1", repr(repeats))
     dev = _resolve_device(device)
     out_dir = None if out is None else Path(out)
+    if isinstance(losses, str):
+        losses = [s.strip() for s in losses.split(",") if s.strip()]
+    if losses is not None:
+        if not losses:
+            raise expect("losses", "a non-empty selection of losses (or None for all)", repr(losses))
+        from lossbench.losses import list_losses
+
+        known = [_entry_name(e) for e in list_losses()] + [v[0] for v in LOSS_VARIANTS]
+        unknown = [name for name in losses if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"`losses` must name registered losses or case labels among {known}, got {unknown!r}."
+                + suggest(str(unknown[0]), known)
+            )
 
     console = None
     if show:
@@ -1131,7 +1160,7 @@ def run_bench(
 
         console = Console(width=None if sys.stdout.isatty() else 160)
     memory_method = _cpu_memory_method()
-    run = _Run(dev, int(repeats), memory_method, console)
+    run = _Run(dev, int(repeats), memory_method, console, losses)
     environment = _environment(dev, memory_method)  # load average at the start; the end is added below
     for suite in suites:
         if suite == "cc":
@@ -1151,6 +1180,7 @@ def run_bench(
             "batches": list(BATCHES),
             "repeats": int(repeats),
             "device": str(dev),
+            "losses": None if losses is None else list(losses),
             "method": (
                 f"1 warm-up call (peak memory measured on it), then up to {repeats} samples per case, cases of a group "
                 f"timed round-robin; a sample averages back-to-back calls lasting >= {MIN_SAMPLE_S * 1e3:g} ms; "

@@ -97,6 +97,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         repeats=ns.repeats,
         out=ns.out,
         show=True,
+        losses=_csv(ns.losses) if ns.losses else None,
     )
     return 0
 
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", default=None, help="comma-separated sizes, e.g. 512x512,64,96,192")
     b.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument(
+        "--losses", default=None, help="comma-separated loss names or case labels (default all; Dice always runs)"
+    )
     b.add_argument("--out", type=Path, default=None, help="folder for bench.json / bench.md")
     b.set_defaults(func=_cmd_bench)
 

@@ -3,7 +3,9 @@
 Conventions: component labels from :func:`lossbench.cc.label_components` are numbered 1..N per
 image. For vectorised work over a whole batch they are turned into *global ids* 1..sum(N) by adding
 each image's offset (:func:`global_ids`), so that one ``bincount`` / ``scatter_add`` over the
-flattened batch yields a value per instance of the mini-batch without any Python loop.
+flattened batch yields a value per instance of the mini-batch without any Python loop. The losses and metrics
+only read ids on foreground voxels, so they read them there with :func:`foreground_ids` (O(foreground voxels))
+rather than building the whole ``(B, *spatial)`` id volume (several full-volume int64 passes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 
 __all__ = [
     "global_ids",
+    "foreground_ids",
+    "batch_offsets",
     "component_sizes",
     "overlap_pairs",
     "segment_sum",
@@ -234,12 +238,43 @@ def global_ids(labels: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor
     ``offsets[b]`` is the number of components in images ``0..b-1``; image ``b``'s component ``k`` gets
     id ``offsets[b] + k``; background stays 0. ``image_of_id = searchsorted`` is then easy if needed.
     """
-    offsets = torch.cumsum(counts, 0) - counts
+    offsets = batch_offsets(counts)
     if labels.shape[0] == 1:  # one image: ids are the labels (saves a pass over the volume)
         return labels, offsets
     shape = (-1,) + (1,) * (labels.ndim - 1)
     ids = labels + offsets.view(shape) * (labels > 0)
     return ids, offsets
+
+
+def batch_offsets(counts: torch.Tensor) -> torch.Tensor:
+    """Per image, the number of components in the earlier images (int64 ``(B,)``).
+
+    Image ``b``'s component ``k`` has the batch-global id ``offsets[b] + k``.
+    """
+    return torch.cumsum(counts, 0) - counts
+
+
+def foreground_ids(
+    labels: torch.Tensor, counts: torch.Tensor, pos: torch.Tensor, *, drop_unlabelled: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-global component ids (as :func:`global_ids`) read at flat positions ``pos`` of ``labels``.
+
+    Reads the per-image ``labels`` (B, *spatial) only at ``pos`` (typically ``flat_nonzero(mask)``): O(len(pos))
+    instead of the full-volume passes of :func:`global_ids`. Background reads 0. With ``drop_unlabelled`` the
+    positions that read 0 are left out (the maxpool backend may drop a foreground voxel: reference quirk), so every
+    returned id is >= 1.
+
+    Returns:
+        ``(pos, ids)``: the (possibly filtered) int64 positions and their int64 ids.
+    """
+    ids = take_flat(labels, pos).to(torch.int64)
+    labelled = ids > 0
+    if drop_unlabelled and not bool(labelled.all()):
+        pos, ids, labelled = pos[labelled], ids[labelled], labelled[labelled]
+    if labels.shape[0] > 1 and pos.numel():
+        shift = take_flat(batch_offsets(counts), torch.div(pos, labels[0].numel(), rounding_mode="floor"))
+        ids = ids + shift * labelled
+    return pos, ids
 
 
 def component_sizes(ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -557,13 +592,11 @@ def voxel_categories(
 
     lab = target > 0.5
     prd = label_components(prob.detach() >= threshold, connectivity=connectivity, backend=backend)
-    gp, _ = global_ids(prd.labels, prd.counts)
     n_p = int(prd.counts.sum())
+    pos, gp = foreground_ids(prd.labels, prd.counts, flat_nonzero(prd.labels > 0))
     touch = torch.zeros(n_p + 1, dtype=torch.bool, device=gp.device)
-    touch[gp[lab & (gp > 0)]] = True
-    touch[0] = False
-    out = torch.zeros(gp.shape, dtype=torch.int64, device=gp.device)
-    out[(gp > 0) & ~touch[gp]] = 3
-    out[(gp > 0) & touch[gp]] = 2
+    touch[gp[take_flat(lab, pos)]] = True
+    out = torch.zeros(lab.shape, dtype=torch.int64, device=gp.device)
+    out.view(-1)[pos] = torch.where(touch[gp], 2, 3)
     out[lab] = 1
     return out

@@ -33,6 +33,7 @@ from lossbench.cc import label_components
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import ConfigError, expect
 from lossbench.instances import (
+    batch_offsets,
     box_voxels,
     centroids_ceil_from_positions,
     component_images,
@@ -40,7 +41,7 @@ from lossbench.instances import (
     coverage_work_size,
     cube_coverage,
     flat_nonzero,
-    global_ids,
+    foreground_ids,
     pair_table,
     segment_sum,
     take_flat,
@@ -436,37 +437,31 @@ def _center_value(
     return entry_loss(spec, inter, pred, n_l, elem, n_vox).mean()
 
 
-def _foreground(mask: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat positions and ids of the labelled voxels (scanning the bool mask, not the int64 ids)."""
-    pos = flat_nonzero(mask)
-    got = take_flat(ids, pos)
-    kept = got > 0  # the maxpool backend may drop a voxel (reference quirk): keep labelled voxels only
-    if not bool(kept.all()):
-        pos, got = pos[kept], got[kept]
-    return pos, got
+class _SumAndGather(torch.autograd.Function):
+    """Per-image ``sum(p)`` and a gather of ``p`` at flat positions, with one backward pass over the volume.
 
-
-class _DiceSumsAndGather(torch.autograd.Function):
-    """Per-image ``sum(p * y)`` and ``sum(p)`` of the global Dice plus a gather of ``p``, with one fused backward.
-
-    Separately, autograd would build the global term's gradient (``g_I * y``, plus ``g_P``) and, for the gather, a
-    zero volume with the gathered gradients scattered into it, then add the two volumes. Here the backward writes
-    ``g_I * y + g_P`` once and scatters the gathered gradients into it in place: two fewer passes over the volume,
-    same values (the products and sums are the ones autograd computes).
+    Separately, autograd would build the sum's gradient (an expanded volume) and, for the gather, a zero volume
+    with the gathered gradients scattered into it, then add the two volumes. Here the backward writes the sum's
+    gradient once and scatters the gathered gradients into it in place (duplicate positions accumulate).
     """
 
     @staticmethod
-    def forward(ctx: Any, p2: torch.Tensor, y2: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.save_for_backward(y2, index)
-        return (p2 * y2).sum(1), p2.sum(1), p2.reshape(-1).index_select(0, index)
+    def forward(ctx: Any, p2: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(index)
+        ctx.shape, ctx.dtype = p2.shape, p2.dtype
+        return p2.sum(1), p2.reshape(-1).index_select(0, index)
 
     @staticmethod
-    def backward(ctx: Any, g_inter: torch.Tensor, g_psum: torch.Tensor, g_read: torch.Tensor) -> tuple[Any, ...]:
-        y2, index = ctx.saved_tensors
-        grad = g_inter[:, None] * y2
-        grad += g_psum[:, None]
-        grad.view(-1).index_add_(0, index, g_read)
-        return grad, None, None
+    def backward(ctx: Any, g_sum: torch.Tensor | None, g_read: torch.Tensor | None) -> tuple[Any, ...]:
+        (index,) = ctx.saved_tensors
+        if g_sum is None:
+            grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=index.device)
+        else:
+            grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=index.device)
+            grad.copy_(g_sum[:, None].expand(ctx.shape))
+        if g_read is not None:
+            grad.view(-1).index_add_(0, index, g_read.to(grad.dtype))
+        return grad, None
 
 
 def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
@@ -496,15 +491,15 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     pmask = threshold_mask(p, cfg.threshold)
     lab = label_components(y, **cc_kw)
     prd = label_components(pmask, **cc_kw)
-    gl, _ = global_ids(lab.labels, lab.counts)
-    gp_raw, off_p = global_ids(prd.labels, prd.counts)
     n_l = int(lab.counts.sum())
     n_p_raw = int(prd.counts.sum())
     pf = p.reshape(-1)
-    glf = gl.reshape(-1)
-    # every later sum runs over foreground voxels only: label voxels and prediction-component voxels
-    lab_pos, lab_ids = _foreground(y, glf)
-    prd_pos, prd_ids = _foreground(pmask, gp_raw.reshape(-1))
+    # every later sum runs over foreground voxels only: label voxels and prediction-component voxels, with their
+    # batch-global ids read at those voxels (no id volume is built)
+    y_pos = flat_nonzero(y)
+    lab_pos, lab_ids = foreground_ids(lab.labels, lab.counts, y_pos, drop_unlabelled=True)
+    prd_pos, prd_ids = foreground_ids(prd.labels, prd.counts, flat_nonzero(pmask), drop_unlabelled=True)
+    off_p = batch_offsets(prd.counts)
 
     # -- reference caps: too many components -> none used; else the first max_pred_instances in reference order
     img_p_raw = component_images(prd.counts)
@@ -537,20 +532,24 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     centre_l = centroids_ceil_from_positions(lab_pos, lab_ids, n_l, spatial)
     centre_p = centroids_ceil_from_positions(prd_pos, prd_ids, n_p, spatial)
     geom = _center_geometry(cfg, centre_l, img_l, centre_p, img_p, n_img, spatial)
-    read_index = torch.cat([prd_pos, geom.lonly_pos])
-    # the plain Dice global term (per-image sums, linear denominator) shares its backward pass with the gather
+    n_read = prd_pos.numel() + geom.lonly_pos.numel()
+    # the plain Dice global term (per-image sums, linear denominator) reads the label voxels in the same gather:
+    # sum(p * y) is their per-image sum (the target is binary), sum(y) their number, and sum(p) shares the gather's
+    # backward pass; no full-volume product is formed
     fused = spec.dice == "dice" and spec.elem is None and not spec.squared_pred and not spec.batch
     if fused:
-        y_float = y_full.reshape(n_img, n_vox)
-        inter_g, psum_g, p_read = _DiceSumsAndGather.apply(pf.view(n_img, n_vox), y_float, read_index)
-        glob = dice_from_sums(spec, inter_g, psum_g, y_float.sum(1)).mean()
+        read_index = torch.cat([prd_pos, geom.lonly_pos, y_pos])
+        psum_g, p_read = _SumAndGather.apply(pf.view(n_img, n_vox), read_index)
+        img_y = torch.div(y_pos, n_vox, rounding_mode="floor")
+        inter_g = pf.new_zeros(n_img).index_add(0, img_y, p_read[n_read:])
+        glob = dice_from_sums(spec, inter_g, psum_g, torch.bincount(img_y, minlength=n_img).to(pf.dtype)).mean()
     else:
-        p_read = pf.index_select(0, read_index)  # backward: one index_add
+        p_read = pf.index_select(0, torch.cat([prd_pos, geom.lonly_pos]))  # backward: one index_add
         glob = baseline_terms(spec, prep)["total"]
-    p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() :]
+    p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() : n_read]
 
     # -- per-component sums over prediction voxels, pair table over the voxels shared with a label instance ---
-    gl_sel = take_flat(glf, prd_pos)
+    _, gl_sel = foreground_ids(lab.labels, lab.counts, prd_pos)  # label id (or 0) of every prediction voxel
     bg_sel = (gl_sel == 0).to(pf.dtype)
     stat_sel = pred_stat(spec, p_sel)
     pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p)
