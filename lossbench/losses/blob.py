@@ -22,7 +22,7 @@ import torch
 from lossbench.cc import label_components
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import component_images, flat_nonzero, global_ids, segment_sum, take_flat, threshold_mask
+from lossbench.instances import component_images, flat_nonzero, foreground_ids, segment_sum, threshold_mask
 from lossbench.losses._core import (
     BaseSpec,
     Prepared,
@@ -51,16 +51,12 @@ def _blob_terms(
     y2 = y_full.reshape(n_img, n_vox)
     lab_mask = threshold_mask(y2, 0.5, strict=True)  # the label instances' voxels (the target is binary)
     lab = label_components(lab_mask.reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
-    gl, _ = global_ids(lab.labels, lab.counts)
     n_l = int(lab.counts.sum())
     img_l = component_images(lab.counts)
     # per-instance sums run over the label voxels only (one gather, one backward scatter); the background sums are
     # one masked reduction per image. Host syncs: the instance count and the foreground positions, once per call.
-    pos = flat_nonzero(lab_mask)
-    ids = take_flat(gl, pos)
-    labelled = ids > 0  # the maxpool backend may drop a voxel (reference quirk): keep labelled voxels only
-    if not bool(labelled.all()):
-        pos, ids = pos[labelled], ids[labelled]
+    # (the maxpool backend may drop a voxel, a reference quirk: only labelled voxels are kept)
+    pos, ids = foreground_ids(lab.labels, lab.counts, flat_nonzero(lab_mask), drop_unlabelled=True)
     p_fg = p2.reshape(-1).index_select(0, pos)
     zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
     inter = segment_sum(p_fg, ids, n_l)[1:]

@@ -21,7 +21,7 @@ import torch
 from lossbench.cc import label_components
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import global_ids
+from lossbench.instances import flat_nonzero, foreground_ids
 from lossbench.losses._core import BaseSpec, check_choice, check_nonneg, elementwise, elementwise_logits
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
@@ -53,20 +53,26 @@ def inverse_weights(
     """
     n_img = target.shape[0]
     n_vox = math.prod(target.shape[1:])
-    lab = label_components(target > 0.5, connectivity=connectivity, backend=cc_backend)
-    gl, _ = global_ids(lab.labels, lab.counts)
+    mask = target > 0.5
+    lab = label_components(mask, connectivity=connectivity, backend=cc_backend)
     n_l = int(lab.counts.sum())
-    sizes = torch.bincount(gl.reshape(-1), minlength=n_l + 1).to(torch.float64)
-    img_of = torch.repeat_interleave(torch.arange(n_img, device=target.device), lab.counts)
-    fg = torch.zeros(n_img, dtype=torch.float64, device=target.device).index_add(0, img_of, sizes[1:])
+    dev = target.device
+    # ids only at the target's voxels (a voxel the maxpool backend leaves unlabelled counts as background)
+    pos, ids = foreground_ids(lab.labels, lab.counts, flat_nonzero(mask), drop_unlabelled=True)
+    sizes = torch.bincount(ids, minlength=n_l + 1).to(torch.float64)
+    img_of = torch.repeat_interleave(torch.arange(n_img, device=dev), lab.counts)
+    fg = torch.zeros(n_img, dtype=torch.float64, device=dev).index_add(0, img_of, sizes[1:])
     bg_size = (n_vox - fg).clamp(min=1)  # per image
     k1 = (lab.counts + 1).to(torch.float64)
-    comp_w = torch.cat([torch.zeros(1, dtype=torch.float64, device=target.device), n_vox / (k1[img_of] * sizes[1:])])
-    bg_w = n_vox / (k1 * bg_size)
-    flat = gl.reshape(n_img, -1)
-    w = torch.where(flat > 0, comp_w[flat], bg_w[:, None].expand_as(flat))
     dtype = target.dtype if target.is_floating_point() else torch.float32
-    return w.clamp(clip_min, clip_max).to(dtype).reshape(target.shape)
+    # clip each distinct weight (float64), then fill the map: background weight per image, component weights at pos
+    comp_w = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), n_vox / (k1[img_of] * sizes[1:])])
+    comp_w = comp_w.clamp(clip_min, clip_max).to(dtype)
+    bg_w = (n_vox / (k1 * bg_size)).clamp(clip_min, clip_max).to(dtype)
+    w = torch.empty((n_img, n_vox), dtype=dtype, device=dev)
+    w.copy_(bg_w[:, None].expand(n_img, n_vox))
+    w.view(-1)[pos] = comp_w[ids]
+    return w.reshape(target.shape)
 
 
 class InverseWeightingLoss(TermLoss):

@@ -35,7 +35,7 @@ import torch
 from lossbench.cc import label_components
 from lossbench.cc.api import resolve_connectivity
 from lossbench.errors import DataError, ShapeError, expect
-from lossbench.instances import component_sizes, global_ids, overlap_pairs
+from lossbench.instances import component_sizes, flat_nonzero, foreground_ids, overlap_pairs
 
 __all__ = ["InstanceMatch", "match_instances", "match_validated", "validate_pair", "check_spacing"]
 
@@ -44,8 +44,9 @@ __all__ = ["InstanceMatch", "match_instances", "match_validated", "validate_pair
 class InstanceMatch:
     """Instances of a batch of (prediction, target) pairs and their overlaps, labelled once.
 
-    Instances of the whole batch are numbered by *global ids* (see :func:`lossbench.instances.global_ids`);
-    the per-instance arrays below are indexed by ``global id - 1`` and ``*_image`` says which subject each
+    Instances of the whole batch are numbered by *global ids* (see :func:`lossbench.instances.global_ids`, read at
+    the foreground voxels with :func:`lossbench.instances.foreground_ids`); the per-instance arrays below are
+    indexed by ``global id - 1`` and ``*_image`` says which subject each
     instance belongs to. All arrays are numpy on the CPU.
 
     Attributes:
@@ -237,23 +238,11 @@ def match_validated(p: torch.Tensor, t: torch.Tensor, *, connectivity: int, batc
     t_lab, t_cnt = label_components(t, connectivity=conn)
     n_p, n_t = int(p_cnt.sum()), int(t_cnt.sum())
 
-    # Work on the foreground voxels only (lesions are ~1% of a brain volume): one pass finds them, and
-    # every size / overlap computation below runs on these short vectors. On the CPU numpy's flatnonzero
-    # is ~8x faster than torch.nonzero.
-    union = (p | t).reshape(-1)
-    if union.device.type == "cpu":
-        fg = torch.from_numpy(np.flatnonzero(union.numpy()))
-    else:
-        fg = torch.nonzero(union).squeeze(1)
-    p_fg, t_fg = p_lab.reshape(-1)[fg], t_lab.reshape(-1)[fg]
-    if p.shape[0] > 1:
-        # Batch-global ids exactly as lossbench.instances.global_ids, but only on the foreground voxels
-        # (global_ids on the full (B, *spatial) labels costs ~10 full-volume passes).
-        image = fg // p[0].numel()
-        _, p_off = global_ids(torch.zeros_like(p_cnt)[:, None], p_cnt)  # only the per-image offsets
-        _, t_off = global_ids(torch.zeros_like(t_cnt)[:, None], t_cnt)
-        p_fg = torch.where(p_fg > 0, p_fg + p_off[image], p_fg)
-        t_fg = torch.where(t_fg > 0, t_fg + t_off[image], t_fg)
+    # Work on the foreground voxels only (lesions are ~1% of a brain volume): one pass finds them, and every size /
+    # overlap computation below runs on these short vectors with batch-global ids read there (foreground_ids).
+    fg = flat_nonzero(p | t)
+    _, p_fg = foreground_ids(p_lab, p_cnt, fg)
+    _, t_fg = foreground_ids(t_lab, t_cnt, fg)
     # component_sizes' background entry (index 0) is meaningless here (background was skipped): drop it.
     p_sizes = component_sizes(p_fg, n_p)[1:]
     t_sizes = component_sizes(t_fg, n_t)[1:]
