@@ -11,6 +11,7 @@ rather than building the whole ``(B, *spatial)`` id volume (several full-volume 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "voxel_categories",
     "CATEGORIES",
     "flat_nonzero",
+    "unique_sorted",
     "threshold_mask",
     "count_nonzero_rows",
     "take_flat",
@@ -65,6 +67,35 @@ def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
     if _numpy_ok(mask):
         return torch.from_numpy(np.flatnonzero(mask.detach().numpy()))
     return torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
+
+
+def unique_sorted(
+    values: torch.Tensor, *, return_inverse: bool = False, return_counts: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """``torch.unique(values, sorted=True, return_inverse=..., return_counts=...)`` of a 1-D integer tensor.
+
+    Always returns a tuple ``(unique, [inverse], [counts])``. CPU tensors go through numpy's stable argsort (radix or
+    timsort), which is 3x faster than torch's sort on the concatenated sorted runs these helpers produce (the voxels
+    of one box after another, pair keys in raster order); the result is the same.
+    """
+    if not _numpy_ok(values) or values.ndim != 1 or values.numel() == 0:
+        out = torch.unique(values, sorted=True, return_inverse=return_inverse, return_counts=return_counts)
+        return out if isinstance(out, tuple) else (out,)
+    v = values.numpy()
+    order = np.argsort(v, kind="stable")
+    ordered = v[order]
+    first = np.empty(ordered.shape, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    res = [torch.from_numpy(ordered[first])]
+    if return_inverse:
+        inverse = np.empty(v.shape, dtype=np.int64)
+        inverse[order] = np.cumsum(first) - 1
+        res.append(torch.from_numpy(inverse))
+    if return_counts:
+        starts = np.flatnonzero(first)
+        res.append(torch.from_numpy(np.diff(starts, append=v.size)))
+    return tuple(res)
 
 
 def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = False) -> torch.Tensor:
@@ -254,25 +285,25 @@ def batch_offsets(counts: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
-def foreground_ids(
-    labels: torch.Tensor, counts: torch.Tensor, pos: torch.Tensor, *, drop_unlabelled: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-global component ids (as :func:`global_ids`) read at flat positions ``pos`` of ``labels``.
+def foreground_ids(cc: Any, pos: torch.Tensor, *, drop_unlabelled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-global component ids (as :func:`global_ids`) of a labelling, read at flat positions ``pos``.
 
-    Reads the per-image ``labels`` (B, *spatial) only at ``pos`` (typically ``flat_nonzero(mask)``): O(len(pos))
-    instead of the full-volume passes of :func:`global_ids`. Background reads 0. With ``drop_unlabelled`` the
-    positions that read 0 are left out (the maxpool backend may drop a foreground voxel: reference quirk), so every
-    returned id is >= 1.
+    ``cc`` is a :class:`lossbench.cc.CCResult` of torch tensors (from :func:`lossbench.cc.label_components` or
+    :func:`lossbench.cc.label_batch`, either numbering, any integer dtype). Its labels are read only at ``pos``
+    (typically ``flat_nonzero(mask)``): O(len(pos)) instead of the full-volume passes of :func:`global_ids`.
+    Background reads 0. With ``drop_unlabelled`` the positions that read 0 are left out (the maxpool backend may
+    drop a foreground voxel: reference quirk), so every returned id is >= 1.
 
     Returns:
         ``(pos, ids)``: the (possibly filtered) int64 positions and their int64 ids.
     """
+    labels = cc.labels
     ids = take_flat(labels, pos).to(torch.int64)
     labelled = ids > 0
     if drop_unlabelled and not bool(labelled.all()):
         pos, ids, labelled = pos[labelled], ids[labelled], labelled[labelled]
-    if labels.shape[0] > 1 and pos.numel():
-        shift = take_flat(batch_offsets(counts), torch.div(pos, labels[0].numel(), rounding_mode="floor"))
+    if labels.shape[0] > 1 and pos.numel() and not cc.batch_numbered:
+        shift = take_flat(batch_offsets(cc.counts), torch.div(pos, labels[0].numel(), rounding_mode="floor"))
         ids = ids + shift * labelled
     return pos, ids
 
@@ -298,7 +329,7 @@ def overlap_pairs(
     """
     both = (a_ids > 0) & (b_ids > 0)
     key = a_ids[both] * (n_b + 1) + b_ids[both]
-    uniq, overlap = torch.unique(key, return_counts=True)
+    uniq, overlap = unique_sorted(key, return_counts=True)
     return uniq // (n_b + 1), uniq % (n_b + 1), overlap
 
 
@@ -354,7 +385,7 @@ def pair_table(
         lookup[uniq] = torch.arange(uniq.numel(), device=dev)
         voxel_pair = lookup[key]
     elif dense is not None:
-        uniq, voxel_pair, overlap = torch.unique(key, return_inverse=True, return_counts=True)
+        uniq, voxel_pair, overlap = unique_sorted(key, return_inverse=True, return_counts=True)
     else:
         first = torch.full((n_a + 1,), n_b + 1, dtype=torch.int64, device=dev)
         first = first.scatter_reduce(0, a_both, b_both, reduce="amin")
@@ -363,7 +394,7 @@ def pair_table(
         rest = b_both != first[a_both]
         # one host sync: whether any a touches several b (then only those voxels' keys are sorted)
         if bool(rest.any()):
-            uniq_rest, inv_rest = torch.unique(key[rest], return_inverse=True)
+            uniq_rest, inv_rest = unique_sorted(key[rest], return_inverse=True)
         else:
             uniq_rest = inv_rest = key.new_zeros(0)
         keys = torch.cat([key_first, uniq_rest])
@@ -588,12 +619,13 @@ def voxel_categories(
     Returns:
         int64 tensor of ``prob``'s shape with values in 0..3 (names in :data:`CATEGORIES`).
     """
-    from lossbench.cc import label_components
+    from lossbench.cc import label_batch
 
     lab = target > 0.5
-    prd = label_components(prob.detach() >= threshold, connectivity=connectivity, backend=backend)
+    pmask = prob.detach() >= threshold
+    prd = label_batch(pmask, connectivity=connectivity, backend=backend)
     n_p = int(prd.counts.sum())
-    pos, gp = foreground_ids(prd.labels, prd.counts, flat_nonzero(prd.labels > 0))
+    pos, gp = foreground_ids(prd, flat_nonzero(pmask), drop_unlabelled=True)
     touch = torch.zeros(n_p + 1, dtype=torch.bool, device=gp.device)
     touch[gp[take_flat(lab, pos)]] = True
     out = torch.zeros(lab.shape, dtype=torch.int64, device=gp.device)

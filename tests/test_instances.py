@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lossbench.cc import label_components
+from lossbench.cc import label_batch, label_components
 from lossbench.instances import (
     centroids_ceil_from_positions,
     component_centroids_ceil,
@@ -18,6 +18,7 @@ from lossbench.instances import (
     coverage_work_size,
     cube_coverage,
     flat_nonzero,
+    foreground_ids,
     global_ids,
     overlap_pairs,
     pair_table,
@@ -26,6 +27,7 @@ from lossbench.instances import (
     take_flat,
     take_rows,
     threshold_mask,
+    unique_sorted,
     window_sums,
 )
 
@@ -47,6 +49,43 @@ def test_global_ids_and_sizes():
     for i in range(1, n + 1):
         b = int(img[i - 1])
         assert bool((gids[b] == i).any()) and not bool((gids[np.arange(3) != b] == i).any())
+
+
+@pytest.mark.parametrize("backend", ["cc3d", "scipy", "torch", "maxpool"])
+@pytest.mark.parametrize("shape", [(1, 9, 11, 10), (4, 6, 7, 8), (3, 15, 17)])
+def test_label_batch_and_foreground_ids_equal_the_global_id_volume(backend, shape):
+    rng = np.random.default_rng(sum(shape))
+    mask = torch.from_numpy(rng.random(shape) < 0.4)
+    mask[1:, 0] |= mask[:-1, -1]  # foreground across image borders: cc3d's multi-label stacking
+    ref = label_components(mask, backend=backend)
+    gids, _ = global_ids(ref.labels, ref.counts)
+    fast = label_batch(mask, backend=backend)
+    assert torch.equal(fast.counts, ref.counts)
+    assert fast.batch_numbered == (backend == "cc3d")
+    pos = flat_nonzero(mask)
+    got_pos, got = foreground_ids(fast, pos)
+    assert torch.equal(got_pos, pos) and torch.equal(got, gids.reshape(-1)[pos])
+    # labelled voxels only, and reads anywhere (background reads 0)
+    kept_pos, kept = foreground_ids(fast, pos, drop_unlabelled=True)
+    assert bool((kept > 0).all()) and torch.equal(kept, gids.reshape(-1)[kept_pos])
+    anywhere = torch.arange(mask.numel())
+    assert torch.equal(foreground_ids(fast, anywhere)[1], gids.reshape(-1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unique_sorted_equals_torch_unique(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    runs = [np.sort(rng.integers(0, 500, size=rng.integers(0, 60))) for _ in range(20)]
+    x = torch.from_numpy(np.concatenate(runs).astype(np.int64))
+    want = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
+    got = unique_sorted(x, return_inverse=True, return_counts=True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert torch.equal(unique_sorted(x)[0], want[0])
+    assert torch.equal(unique_sorted(x, return_counts=True)[1], want[2])
+    monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", False)  # the torch path (any device)
+    got = unique_sorted(x, return_inverse=True, return_counts=True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert unique_sorted(x[:0], return_inverse=True)[0].numel() == 0
 
 
 def test_segment_sum_is_differentiable():

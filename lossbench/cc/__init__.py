@@ -26,6 +26,6 @@ Backends:
   distance exceeds the iteration count; ``CCResult.converged`` says whether it converged.
 """
 
-from lossbench.cc.api import BACKENDS, CCResult, label_components, structure_offsets
+from lossbench.cc.api import BACKENDS, CCResult, label_batch, label_components, structure_offsets
 
-__all__ = ["label_components", "CCResult", "BACKENDS", "structure_offsets"]
+__all__ = ["label_components", "label_batch", "CCResult", "BACKENDS", "structure_offsets"]

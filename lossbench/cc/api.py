@@ -12,7 +12,7 @@ import torch
 from lossbench.errors import BackendError, ConfigError, DataError, ShapeError
 from lossbench.registry import suggest
 
-__all__ = ["CCResult", "label_components", "BACKENDS", "structure_offsets", "resolve_connectivity"]
+__all__ = ["CCResult", "label_components", "label_batch", "BACKENDS", "structure_offsets", "resolve_connectivity"]
 
 BACKENDS = ("auto", "cc3d", "scipy", "torch", "maxpool")
 
@@ -27,11 +27,15 @@ class CCResult:
         counts: int64, shape ``(B,)``: number of components per image.
         converged: ``None`` for the exact backends; for ``"maxpool"`` a bool per image saying whether
             the propagation had converged after ``num_iterations`` (if not, components may be split).
+        batch_numbered: ``False`` for :func:`label_components`. Only :func:`label_batch` may return ``True``:
+            the components are then numbered 1..sum(counts) over the whole batch (image b's after those of the
+            earlier images), i.e. the labels already are batch-global ids.
     """
 
     labels: Any
     counts: Any
     converged: Any = None
+    batch_numbered: bool = False
 
     def __iter__(self):
         # Allows ``labels, counts = label_components(...)``.
@@ -97,6 +101,23 @@ def _validate_mask(mask: Any) -> tuple[Any, bool]:
     return mask, is_torch
 
 
+def label_batch(
+    mask: Any,
+    *,
+    connectivity: int | None = None,
+    backend: str = "auto",
+    num_iterations: int | None = None,
+) -> CCResult:
+    """:func:`label_components` for callers that read the labels only at some voxels (the losses, the metrics).
+
+    Same arguments, validation and components, but the labels may keep the backend's own integer dtype (cc3d:
+    the smallest unsigned type that holds the count) and the cc3d backend numbers them over the whole batch
+    (``batch_numbered=True``): no int64 volume and no per-image renumbering pass. Read batch-global ids with
+    :func:`lossbench.instances.foreground_ids`, which handles both numberings.
+    """
+    return _label(mask, connectivity, backend, num_iterations, native=True)
+
+
 def label_components(
     mask: Any,
     *,
@@ -128,6 +149,10 @@ def label_components(
                [0, 0, 2],
                [3, 0, 0]])
     """
+    return _label(mask, connectivity, backend, num_iterations, native=False)
+
+
+def _label(mask: Any, connectivity: int | None, backend: str, num_iterations: int | None, native: bool) -> CCResult:
     if backend not in BACKENDS:
         raise BackendError(
             f"`backend` must be one of {list(BACKENDS)}, got {backend!r}." + suggest(str(backend), BACKENDS)
@@ -170,7 +195,16 @@ def label_components(
     arr = mask.detach().cpu().numpy() if is_torch else mask
     from lossbench.cc.cpu import label_cc3d, label_scipy
 
-    labels_np, counts_np = (label_cc3d if backend == "cc3d" else label_scipy)(arr, conn)
+    if backend == "cc3d":
+        labels_np, counts_np = label_cc3d(arr, conn, native=native)
+    else:
+        labels_np, counts_np = label_scipy(arr, conn)
+    batch_numbered = native and backend == "cc3d"
     if is_torch:
-        return CCResult(torch.from_numpy(labels_np).to(mask.device), torch.from_numpy(counts_np).to(mask.device))
-    return CCResult(labels_np, counts_np)
+        if labels_np.dtype.kind == "u" and not hasattr(torch, "uint32"):  # torch < 2.3 has no uint16/32/64
+            labels_np = labels_np.astype(np.int64)
+        return CCResult(
+            torch.from_numpy(labels_np).to(mask.device), torch.from_numpy(counts_np).to(mask.device), None,
+            batch_numbered,
+        )  # fmt: skip
+    return CCResult(labels_np, counts_np, None, batch_numbered)

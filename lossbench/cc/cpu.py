@@ -9,8 +9,12 @@ __all__ = ["label_cc3d", "label_scipy"]
 _CC3D_CONN = {1: 6, 2: 18, 3: 26}
 
 
-def label_cc3d(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+def label_cc3d(mask: np.ndarray, connectivity: int, *, native: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Label each image of ``mask`` (B, *spatial) with cc3d; raster-order numbering.
+
+    With ``native`` the labels keep cc3d's own (smallest sufficient) unsigned dtype and the numbering over the whole
+    batch (image b's components after those of images < b, i.e. batch-global ids): no int64 output and no
+    per-image renumbering pass, for callers that read the labels only at some voxels.
 
     The whole batch is labelled in one cc3d call that writes int64-compatible ids directly (``out_dtype=uint64``
     viewed as int64, no conversion pass), which keeps the cost within a small factor of calling cc3d on each image:
@@ -35,6 +39,7 @@ def label_cc3d(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndar
         conn = 6
     if batch == 0 or binary.size == 0:
         return np.zeros(mask.shape, dtype=np.int64), np.zeros(batch, dtype=np.int64)
+    dtype_kw = {} if native else {"out_dtype": np.uint64}
     if batch == 1:
         stack = binary[0] if spatial_dims == 3 else binary
     elif (
@@ -48,10 +53,8 @@ def label_cc3d(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndar
         values = np.ascontiguousarray(binary).view(np.uint8).copy()
         values[1::2] *= 2
         stack = values.reshape(-1, *mask.shape[-2:])
-    lab, total = cc3d.connected_components(
-        np.ascontiguousarray(stack), connectivity=conn, return_N=True, out_dtype=np.uint64
-    )
-    labels = lab.view(np.int64).reshape(mask.shape)
+    lab, total = cc3d.connected_components(np.ascontiguousarray(stack), connectivity=conn, return_N=True, **dtype_kw)
+    labels = (lab if native else lab.view(np.int64)).reshape(mask.shape)
     counts = np.zeros(batch, dtype=np.int64)
     if batch == 1:
         counts[0] = total
@@ -67,7 +70,7 @@ def label_cc3d(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndar
     for i, (b, start) in enumerate(starts):
         nxt = starts[i + 1][1] if i + 1 < len(starts) else int(total) + 1
         counts[b] = nxt - start
-        if start > 1:
+        if start > 1 and not native:
             np.subtract(labels[b], start - 1, out=labels[b], where=binary[b])
     return labels, counts
 

@@ -221,11 +221,20 @@ class Prepared:
         logits: the raw input for the kept channels when ``sigmoid=True`` (for numerically exact BCE/focal),
             else ``None``.
         target: float 0/1 target ``(B, C', *spatial)``.
+        target_mask: ``target == 1`` as a bool tensor of the same shape (left over from validating the target;
+            computed on first use when validation did not produce it), for the instance losses' labelling.
     """
 
     prob: torch.Tensor
     logits: torch.Tensor | None
     target: torch.Tensor
+    _mask: torch.Tensor | None = None
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        if self._mask is None:
+            self._mask = self.target.detach() > 0.5
+        return self._mask
 
 
 def check_activation(sigmoid: Any, softmax: Any, include_background: Any, to_onehot_y: Any) -> None:
@@ -294,6 +303,7 @@ def prepare(
             )
     if target.is_complex():
         raise DataError(f"`target` must be real, got dtype {target.dtype}")
+    mask = None
     if to_onehot_y:
         t = target.long()
         if not bool((t == target).all()) or (t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_ch)):
@@ -305,7 +315,9 @@ def prepare(
         elif not target.is_floating_point():
             binary = not target.numel() or bool((torch.aminmax(target)[0] >= 0) & (torch.aminmax(target)[1] <= 1))
         else:
-            binary = bool(((target == 0) | (target == 1)).all())
+            # the comparison with 1 is the instance losses' target mask: kept (see Prepared.target_mask)
+            mask = target.detach() == 1
+            binary = bool((mask | (target.detach() == 0)).all())
         if not binary:
             vals = torch.unique(target.flatten())[:5].tolist()
             raise DataError(f"`target` must be binary (0/1 or bool), got values including {vals}")
@@ -321,7 +333,8 @@ def prepare(
     if not include_background:
         prob, y = prob[:, 1:], y[:, 1:]
         logits = logits[:, 1:] if logits is not None else None
-    return Prepared(prob, logits, y)
+        mask = mask[:, 1:] if mask is not None else None
+    return Prepared(prob, logits, y, mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from lossbench.cc import label_components
+from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import component_images, flat_nonzero, foreground_ids, segment_sum, threshold_mask
+from lossbench.instances import component_images, flat_nonzero, foreground_ids, segment_sum
 from lossbench.losses._core import (
     BaseSpec,
     Prepared,
@@ -49,14 +49,14 @@ def _blob_terms(
     n_img, n_vox = batch * n_ch, math.prod(spatial)
     p2 = p_full.reshape(n_img, n_vox)
     y2 = y_full.reshape(n_img, n_vox)
-    lab_mask = threshold_mask(y2, 0.5, strict=True)  # the label instances' voxels (the target is binary)
-    lab = label_components(lab_mask.reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
+    lab_mask = prep.target_mask.reshape(n_img, n_vox)  # the label instances' voxels (the target is binary)
+    lab = label_batch(lab_mask.reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
     n_l = int(lab.counts.sum())
     img_l = component_images(lab.counts)
     # per-instance sums run over the label voxels only (one gather, one backward scatter); the background sums are
     # one masked reduction per image. Host syncs: the instance count and the foreground positions, once per call.
     # (the maxpool backend may drop a voxel, a reference quirk: only labelled voxels are kept)
-    pos, ids = foreground_ids(lab.labels, lab.counts, flat_nonzero(lab_mask), drop_unlabelled=True)
+    pos, ids = foreground_ids(lab, flat_nonzero(lab_mask), drop_unlabelled=True)
     p_fg = p2.reshape(-1).index_select(0, pos)
     zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
     inter = segment_sum(p_fg, ids, n_l)[1:]

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lossbench.cc import label_components
+from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import ConfigError, expect
 from lossbench.instances import (
@@ -47,6 +47,7 @@ from lossbench.instances import (
     take_flat,
     take_rows,
     threshold_mask,
+    unique_sorted,
 )
 from lossbench.losses._core import (
     BaseSpec,
@@ -297,7 +298,7 @@ def _cube_weights(
     if n_outside == inc.numel():
         return torch.bincount(cube, minlength=n).to(torch.float64)
     pos = take_flat(flat_start, torch.div(inc, width, rounding_mode="floor")) + inc % width
-    _, inv, mult = torch.unique(pos, return_inverse=True, return_counts=True)
+    _, inv, mult = unique_sorted(pos, return_inverse=True, return_counts=True)
     if mult.numel() == pos.numel():  # one host sync
         return torch.bincount(cube, minlength=n).to(torch.float64)
     return weights.index_add_(0, cube, mult.to(torch.float64).reciprocal()[inv])
@@ -342,7 +343,7 @@ def _center_geometry(
         n_lc = lo_l.shape[0]
         fl, box = box_voxels(torch.cat([lo_l, lo_p]), torch.cat([hi_l, hi_p]), torch.cat([img_l, img_p]), spatial)
         box_p = box[n_lv:] - n_lc
-        uniq, inv = torch.unique(fl, return_inverse=True)
+        uniq, inv = unique_sorted(fl, return_inverse=True)
         n_u = uniq.numel()
         in_l = torch.bincount(inv[:n_lv], minlength=n_u) > 0
         slot_p = inv[n_lv:]
@@ -475,30 +476,30 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
         ``{"global", "instance", "center", "total"}`` (DICI also ``"predicted"``), scalar tensors.
     """
     spec = cfg.base
-    p_full, y_full = prep.prob, prep.target
+    p_full = prep.prob
     batch, n_ch = p_full.shape[:2]
     spatial = tuple(p_full.shape[2:])
     n_img = batch * n_ch
     n_vox = math.prod(spatial)
     dev = p_full.device
     p = p_full.reshape(n_img, *spatial)
-    y = threshold_mask(y_full.reshape(n_img, *spatial), 0.5, strict=True)
+    y = prep.target_mask.reshape(n_img, *spatial)
 
     # -- labelling (detached) and batch-global ids ------------------------------------------------------------
     cc_kw: dict[str, Any] = {"connectivity": cfg.connectivity, "backend": cfg.cc_backend}
     if cfg.cc_backend == "maxpool" and cfg.num_iterations is not None:
         cc_kw["num_iterations"] = cfg.num_iterations
     pmask = threshold_mask(p, cfg.threshold)
-    lab = label_components(y, **cc_kw)
-    prd = label_components(pmask, **cc_kw)
+    lab = label_batch(y, **cc_kw)
+    prd = label_batch(pmask, **cc_kw)
     n_l = int(lab.counts.sum())
     n_p_raw = int(prd.counts.sum())
     pf = p.reshape(-1)
     # every later sum runs over foreground voxels only: label voxels and prediction-component voxels, with their
     # batch-global ids read at those voxels (no id volume is built)
     y_pos = flat_nonzero(y)
-    lab_pos, lab_ids = foreground_ids(lab.labels, lab.counts, y_pos, drop_unlabelled=True)
-    prd_pos, prd_ids = foreground_ids(prd.labels, prd.counts, flat_nonzero(pmask), drop_unlabelled=True)
+    lab_pos, lab_ids = foreground_ids(lab, y_pos, drop_unlabelled=True)
+    prd_pos, prd_ids = foreground_ids(prd, flat_nonzero(pmask), drop_unlabelled=True)
     off_p = batch_offsets(prd.counts)
 
     # -- reference caps: too many components -> none used; else the first max_pred_instances in reference order
@@ -549,7 +550,7 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() : n_read]
 
     # -- per-component sums over prediction voxels, pair table over the voxels shared with a label instance ---
-    _, gl_sel = foreground_ids(lab.labels, lab.counts, prd_pos)  # label id (or 0) of every prediction voxel
+    _, gl_sel = foreground_ids(lab, prd_pos)  # label id (or 0) of every prediction voxel
     bg_sel = (gl_sel == 0).to(pf.dtype)
     stat_sel = pred_stat(spec, p_sel)
     pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p)

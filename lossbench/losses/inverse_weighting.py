@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lossbench.cc import label_components
+from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
 from lossbench.instances import flat_nonzero, foreground_ids
@@ -54,11 +54,11 @@ def inverse_weights(
     n_img = target.shape[0]
     n_vox = math.prod(target.shape[1:])
     mask = target > 0.5
-    lab = label_components(mask, connectivity=connectivity, backend=cc_backend)
+    lab = label_batch(mask, connectivity=connectivity, backend=cc_backend)
     n_l = int(lab.counts.sum())
     dev = target.device
     # ids only at the target's voxels (a voxel the maxpool backend leaves unlabelled counts as background)
-    pos, ids = foreground_ids(lab.labels, lab.counts, flat_nonzero(mask), drop_unlabelled=True)
+    pos, ids = foreground_ids(lab, flat_nonzero(mask), drop_unlabelled=True)
     sizes = torch.bincount(ids, minlength=n_l + 1).to(torch.float64)
     img_of = torch.repeat_interleave(torch.arange(n_img, device=dev), lab.counts)
     fg = torch.zeros(n_img, dtype=torch.float64, device=dev).index_add(0, img_of, sizes[1:])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossbench.cc import label_components
+from lossbench.cc import label_batch
 from lossbench.cc.api import resolve_connectivity
 from lossbench.errors import DataError, ShapeError, expect
 from lossbench.instances import component_sizes, flat_nonzero, foreground_ids, overlap_pairs
@@ -234,15 +234,16 @@ def match_validated(p: torch.Tensor, t: torch.Tensor, *, connectivity: int, batc
     """
     conn = connectivity
     spatial_dims = p.ndim - 1
-    p_lab, p_cnt = label_components(p, connectivity=conn)
-    t_lab, t_cnt = label_components(t, connectivity=conn)
+    p_cc = label_batch(p, connectivity=conn)
+    t_cc = label_batch(t, connectivity=conn)
+    p_cnt, t_cnt = p_cc.counts, t_cc.counts
     n_p, n_t = int(p_cnt.sum()), int(t_cnt.sum())
 
     # Work on the foreground voxels only (lesions are ~1% of a brain volume): one pass finds them, and every size /
     # overlap computation below runs on these short vectors with batch-global ids read there (foreground_ids).
     fg = flat_nonzero(p | t)
-    _, p_fg = foreground_ids(p_lab, p_cnt, fg)
-    _, t_fg = foreground_ids(t_lab, t_cnt, fg)
+    _, p_fg = foreground_ids(p_cc, fg)
+    _, t_fg = foreground_ids(t_cc, fg)
     # component_sizes' background entry (index 0) is meaningless here (background was skipped): drop it.
     p_sizes = component_sizes(p_fg, n_p)[1:]
     t_sizes = component_sizes(t_fg, n_t)[1:]
