@@ -10,15 +10,18 @@ ratios compare numbers measured under the same load, on the same machine, minute
 * ``losses``: forward + backward of every registered loss (and the reference / trainable / -TP variants of the
   instance losses) on the same sizes, as ratios to Dice and to the floor "Dice + labelling target and
   prediction with cc3d".
-* ``scaling``: the instance losses at 96^3 with 10, 100 and 1000 instances (cost must not follow the count).
+* ``scaling``: the instance losses at 96^3 with 10, 100 and 1000 instances (cost must not follow the count), in
+  two series: "fixed foreground" (the balls shrink as their number grows, so about 81,000 foreground voxels
+  throughout: only the count changes; the target is checked here) and "fixed size" (balls of radius 2.5, so
+  the foreground grows 100x with the count, and so does every per-voxel cost, cc3d's labelling included).
 * ``metrics``: :func:`~lossbench.metrics.atlas_metrics` + :func:`~lossbench.metrics.detection_metrics` on a
   197x233x189 subject with about 20 lesions.
 
 Targets (shown PASS/FAIL next to the ratio): ``auto`` labelling <= 1.5x cc3d direct at 96^3 and 192^3;
 ``auto`` >= 100x faster than ``maxpool`` at 96^3; ICI <= 2.0x (Dice + 2 labellings) at 96^3 and 192^3;
-t(1000 instances) <= 1.5x t(10) for ICI, DICI and blob; metrics <= 0.1 s per subject. On CUDA also the GPU
-goals: exact torch labelling <= 2 ms per 192^3 volume and ICI <= 1.5x Dice for 4x1x192^3. On CUDA the floor
-labels with the torch backend on the device instead of cc3d.
+t(1000 instances) <= 1.5x t(10) for ICI, DICI and blob (fixed foreground); metrics <= 0.1 s per subject. On
+CUDA also the GPU goals: exact torch labelling <= 2 ms per 192^3 volume and ICI <= 1.5x Dice for 4x1x192^3. On
+CUDA the floor labels with the torch backend on the device instead of cc3d.
 
 Method: each case gets one warm-up call (which also measures peak memory), then ``repeats`` timed samples; a
 sample is the mean over enough back-to-back calls to last 10 ms (one call for anything slower), as ``timeit``
@@ -83,6 +86,7 @@ __all__ = [
     "maxpool_iterations",
     "parse_size",
     "instances_mask",
+    "scaling_radius",
     "measure_group",
     "Timing",
     "to_markdown",
@@ -97,6 +101,14 @@ N_COMPONENTS = 50
 #: Instance counts of the scaling suite (at 96^3).
 SCALING_COUNTS = (10, 100, 1000)
 SCALING_SIZE = (96, 96, 96)
+#: Ball radius of the fixed-size series (and of the largest count in the fixed-foreground series).
+SCALING_RADIUS = 2.5
+#: "fixed foreground": n balls holding about as many voxels as 1000 balls of radius 2.5 (radius 12.4 for 10), so
+#: only the number of instances changes; "fixed size": balls of radius 2.5, so the foreground grows with the count
+#: (100x from 10 to 1000) and every per-voxel cost, the labelling's included, grows with it.
+SCALING_SERIES = ("fixed foreground", "fixed size")
+#: The scaling target (cost must not follow the number of instances) is checked on this series.
+SCALING_TARGET_SERIES = "fixed foreground"
 #: The metrics suite's subject (an ATLAS R2.0 volume) and its number of lesions.
 METRICS_SHAPE = (197, 233, 189)
 METRICS_LESIONS = 20
@@ -730,6 +742,26 @@ def _suite_losses(run: _Run, sizes: list[tuple[int, ...]]) -> None:
             del cases  # the closures hold the full-size inputs; free them before the next size
 
 
+def _ball_voxels(radius: float, ndim: int = 3) -> int:
+    """Voxels of the ball :func:`instances_mask` draws for ``radius``."""
+    r = int(math.ceil(radius))
+    d2 = sum(o**2 for o in np.ogrid[tuple(slice(-r, r + 1) for _ in range(ndim))])
+    return int(np.count_nonzero(d2 <= radius**2))
+
+
+def scaling_radius(n: int, series: str) -> float:
+    """Ball radius of the scaling suite's ``n`` instances in ``series`` (see :data:`SCALING_SERIES`).
+
+    "fixed size": :data:`SCALING_RADIUS` whatever ``n``. "fixed foreground": the radius (in steps of 0.05) whose
+    ``n`` balls hold the number of voxels closest to that of the largest count's balls of :data:`SCALING_RADIUS`.
+    """
+    if series == "fixed size":
+        return SCALING_RADIUS
+    total = max(SCALING_COUNTS) * _ball_voxels(SCALING_RADIUS)
+    radii = SCALING_RADIUS + 0.05 * np.arange(400)
+    return float(min(radii, key=lambda r: abs(n * _ball_voxels(float(r)) - total)))
+
+
 def _suite_scaling(run: _Run) -> None:
     api = _import_or_error(run, "scaling", "lossbench.losses", ("build_loss", "list_losses"))
     if api is None:
@@ -740,30 +772,36 @@ def _suite_scaling(run: _Run) -> None:
     if missing:
         run.error("scaling", "(suite)", f"the loss registry has no {missing}: scaling cannot be measured for them")
     # Dice and the labelling floor are timed alongside: they show how much of the growth is foreground volume
-    # (more instances = more foreground voxels) rather than the number of instances.
+    # (in the fixed-size series more instances = more foreground voxels) rather than the number of instances.
     configs = [c for c in all_configs if c[0] == "dice"] + configs
     floor_name = _floor_name(run.device)
     batch = 1
-    med_by_n: dict[int, dict[str, float | None]] = {}
-    for n in SCALING_COUNTS:
-        common = {**_common(SCALING_SIZE, batch), "instances": n}
-        target = instances_mask(SCALING_SIZE, n, seed=n)[None]
-        # prediction: every instance shifted by one voxel (all overlapping) plus 10% false instances elsewhere
-        pred = np.roll(target, 1, axis=-1) | _sparse_false(target, max(1, n // 10), seed=n)
-        cases = _loss_cases(api, configs, target, pred, run.device, floor_name)
-        meta = {label: {"params": kw, "instances": n} for label, _, kw in configs}
-        meta[floor_name] = {"instances": n}
-        med_by_n[n] = run.group("scaling", f"{_size_name(SCALING_SIZE)} n={n}", cases, meta, common)
+    size_name = _size_name(SCALING_SIZE)
     lo, hi = SCALING_COUNTS[0], SCALING_COUNTS[-1]
-    for label, name, _ in [*configs, (floor_name, floor_name, {})]:
-        checked = name in SCALING_LOSSES and label == name
-        run.ratio(
-            "scaling", f"{label}: t({hi}) / t({lo})", med_by_n[hi].get(label), med_by_n[lo].get(label),
-            common={**_common(SCALING_SIZE, batch), "instances": f"{hi} vs {lo}"},
-            numerator=f"{hi} instances", denominator=f"{lo} instances",
-            group=f"{_size_name(SCALING_SIZE)} n={hi}", case=label, short=f"/n={lo}",
-            target=TARGET_SCALING if checked else None, op="<=" if checked else None,
-        )  # fmt: skip
+    for series in SCALING_SERIES:
+        med_by_n: dict[int, dict[str, float | None]] = {}
+        for n in SCALING_COUNTS:
+            radius = scaling_radius(n, series)
+            target = instances_mask(SCALING_SIZE, n, radius=radius, seed=n)[None]
+            # prediction: every instance shifted by one voxel (all overlapping) plus 10% false instances elsewhere
+            pred = np.roll(target, 1, axis=-1) | _sparse_false(target, max(1, n // 10), seed=n)
+            extra = {"instances": n, "series": series, "radius": radius, "foreground": int(target.sum())}
+            common = {**_common(SCALING_SIZE, batch), **extra}
+            cases = _loss_cases(api, configs, target, pred, run.device, floor_name)
+            meta = {label: {"params": kw, **extra} for label, _, kw in configs}
+            meta[floor_name] = dict(extra)
+            med_by_n[n] = run.group("scaling", f"{size_name} n={n} ({series})", cases, meta, common)
+            del cases
+        for label, name, _ in [*configs, (floor_name, floor_name, {})]:
+            checked = name in SCALING_LOSSES and label == name and series == SCALING_TARGET_SERIES
+            run.ratio(
+                "scaling", f"{label}: t({hi}) / t({lo}) ({series})", med_by_n[hi].get(label),
+                med_by_n[lo].get(label),
+                common={**_common(SCALING_SIZE, batch), "instances": f"{hi} vs {lo}", "series": series},
+                numerator=f"{hi} instances", denominator=f"{lo} instances",
+                group=f"{size_name} n={hi} ({series})", case=label, short=f"/n={lo}",
+                target=TARGET_SCALING if checked else None, op="<=" if checked else None,
+            )  # fmt: skip
 
 
 def _sparse_false(target: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -339,13 +339,23 @@ def test_scaling_suite_small(monkeypatch):
     monkeypatch.setattr(bench, "SCALING_COUNTS", (2, 8))
     res = run_bench(suites=["scaling"], repeats=1, show=False)
     assert res["errors"] == []
-    assert {r["group"] for r in rows(res, "scaling")} == {"24^3 n=2", "24^3 n=8"}
-    assert {"dice", "2 cc3d labellings", "ici", "dici", "blob"} <= {r["case"] for r in rows(res, "scaling", "24^3 n=8")}
+    groups = {f"24^3 n={n} ({s})" for n in (2, 8) for s in ("fixed foreground", "fixed size")}
+    assert {r["group"] for r in rows(res, "scaling")} == groups
+    cases = {r["case"] for r in rows(res, "scaling", "24^3 n=8 (fixed size)")}
+    assert {"dice", "2 cc3d labellings", "ici", "dici", "blob"} <= cases
+    # fixed foreground: the two counts hold about the same number of voxels; fixed size: 4x as many for 4x the balls
+    fg = {(r["instances"], r["series"]): r["foreground"] for r in rows(res, "scaling") if r["case"] == "dice"}
+    assert fg[(8, "fixed size")] == 4 * fg[(2, "fixed size")]
+    assert abs(fg[(2, "fixed foreground")] - fg[(8, "fixed foreground")]) <= 0.25 * fg[(8, "fixed foreground")]
     ratios = {q["name"]: q for q in res["ratios"] if q["suite"] == "scaling"}
     for name in ("ici", "dici", "blob"):
-        q = ratios[f"{name}: t(8) / t(2)"]
-        want = median_of(res, "scaling", "24^3 n=8", name) / median_of(res, "scaling", "24^3 n=2", name)
-        assert q["value"] == pytest.approx(want) and q["target"] == 1.5 and q["status"] in ("PASS", "FAIL")
+        for series, target in (("fixed foreground", 1.5), ("fixed size", None)):
+            q = ratios[f"{name}: t(8) / t(2) ({series})"]
+            want = median_of(res, "scaling", f"24^3 n=8 ({series})", name) / median_of(
+                res, "scaling", f"24^3 n=2 ({series})", name
+            )
+            assert q["value"] == pytest.approx(want) and q["target"] == target
+            assert q["status"] in (("PASS", "FAIL") if target else (None,))
 
 
 @needs_metrics
