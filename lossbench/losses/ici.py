@@ -302,6 +302,43 @@ def _cube_weights(
     return weights.index_add_(0, cube, mult.to(torch.float64).reciprocal()[inv])
 
 
+def _sparse_geometry(
+    lo: torch.Tensor, hi: torch.Tensor, img: torch.Tensor, n_lc: int, n_lv: int, n_img: int, spatial: tuple[int, ...]
+) -> _CenterGeometry:
+    """Sparse centre geometry from the cube voxels, found with one sort.
+
+    Label cubes are boxes ``0..n_lc-1`` (``n_lv`` voxels in all), prediction cubes the rest; every cube voxel is
+    listed (:func:`lossbench.instances.box_voxels`).
+    """
+    n_vox = math.prod(spatial)
+    fl, box = box_voxels(lo, hi, img, spatial)
+    box_p = box[n_lv:] - n_lc
+    uniq, inv = unique_sorted(fl, return_inverse=True)
+    n_u = uniq.numel()
+    in_l = torch.bincount(inv[:n_lv], minlength=n_u) > 0
+    slot_p = inv[n_lv:]
+    cnt_p = torch.bincount(slot_p, minlength=n_u)
+    in_p = cnt_p > 0
+    img_u = torch.div(uniq, n_vox, rounding_mode="floor")
+    lonly = in_l & ~in_p
+    ponly = in_p & ~in_l
+    incid = ponly[slot_p]
+    po_index = torch.cumsum(ponly, 0) - 1
+    # per image: voxels in a label cube only (code 1), a prediction cube only (2), both (3)
+    codes = torch.bincount(img_u * 4 + in_l + 2 * in_p, minlength=4 * n_img).view(n_img, 4)
+    return _CenterGeometry(
+        n_both=codes[:, 3],
+        n_l=codes[:, 1] + codes[:, 3],
+        n_p=codes[:, 2] + codes[:, 3],
+        lonly_pos=uniq[lonly],
+        lonly_img=img_u[lonly],
+        po_img=img_u[ponly],
+        po_cnt=cnt_p[ponly],
+        po_box=box_p[incid],
+        po_voxel=po_index[slot_p[incid]],
+    )
+
+
 def _center_geometry(
     cfg: ICIConfig,
     centre_l: torch.Tensor,
@@ -336,32 +373,8 @@ def _center_geometry(
     n_lv, cube_voxels = (int(v) for v in torch.stack([vol_l, vol_l + (hi_p - lo_p).clamp(min=0).prod(1).sum()]))
     linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
     if not (linear and cube_voxels >= DENSE_CENTER_FRACTION * total):
-        # label cubes first, then prediction cubes: the first n_lv voxels listed belong to label cubes
-        n_lc = lo_l.shape[0]
-        fl, box = box_voxels(torch.cat([lo_l, lo_p]), torch.cat([hi_l, hi_p]), torch.cat([img_l, img_p]), spatial)
-        box_p = box[n_lv:] - n_lc
-        uniq, inv = unique_sorted(fl, return_inverse=True)
-        n_u = uniq.numel()
-        in_l = torch.bincount(inv[:n_lv], minlength=n_u) > 0
-        slot_p = inv[n_lv:]
-        cnt_p = torch.bincount(slot_p, minlength=n_u)
-        in_p = cnt_p > 0
-        img_u = torch.div(uniq, n_vox, rounding_mode="floor")
-        lonly = in_l & ~in_p
-        ponly = in_p & ~in_l
-        incid = ponly[slot_p]
-        po_index = torch.cumsum(ponly, 0) - 1
-        return _CenterGeometry(
-            n_both=torch.bincount(img_u[in_l & in_p], minlength=n_img),
-            n_l=torch.bincount(img_u[in_l], minlength=n_img),
-            n_p=torch.bincount(img_u[in_p], minlength=n_img),
-            lonly_pos=uniq[lonly],
-            lonly_img=img_u[lonly],
-            po_img=img_u[ponly],
-            po_cnt=cnt_p[ponly],
-            po_box=box_p[incid],
-            po_voxel=po_index[slot_p[incid]],
-        )
+        return _sparse_geometry(torch.cat([lo_l, lo_p]), torch.cat([hi_l, hi_p]), torch.cat([img_l, img_p]),
+                                lo_l.shape[0], n_lv, n_img, spatial)  # fmt: skip
     shape = (n_img, *spatial)
     size = coverage_work_size(shape, half)
     # only the unions of the cubes are materialised (bool, a few byte-wide passes per axis); the trainable map's
