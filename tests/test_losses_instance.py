@@ -622,14 +622,22 @@ def test_cuda_equals_cpu(name):
     assert torch.allclose(ga, gb.cpu(), atol=1e-9)
 
 
-def test_sigmoid_equals_probabilities():
-    p, y = random_scene(12, (13, 13), batch=2)
-    x = torch.logit(p)
-    for name in ("ici", "dici", "blob"):
-        a = build_loss(name, sigmoid=True).terms(x, y)
-        b = build_loss(name).terms(p, y)
+@pytest.mark.parametrize("shape", [(13, 13), (7, 8, 9)])
+def test_sigmoid_equals_probabilities(shape):
+    # values and gradients w.r.t. the logits: ICI/DICI fold the sigmoid's backward into their own (one volume pass)
+    p, y = random_scene(12, shape, batch=2)
+    x = torch.logit(p).detach().requires_grad_(True)
+    configs = (("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("dici", {}), ("blob", {}))
+    for name, kw in configs:
+        a = build_loss(name, sigmoid=True, **kw).terms(x, y)
+        xs = x.detach().clone().requires_grad_(True)
+        b = build_loss(name, **kw).terms(torch.sigmoid(xs), y)
         for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-9), (name, k)
+            assert torch.allclose(a[k], b[k], atol=1e-9), (name, kw, k)
+        ga = torch.autograd.grad(a["total"], x)[0]
+        gb = torch.autograd.grad(b["total"], xs)[0]
+        assert torch.allclose(ga, gb, atol=1e-9), (name, kw)
+        assert ga.abs().sum() > 0
 
 
 def test_maxpool_backend_reproduces_split_components():

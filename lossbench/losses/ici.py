@@ -454,17 +454,23 @@ class _SumAndGather(torch.autograd.Function):
     Separately, autograd would build the sum's gradient (an expanded volume) and, for the gather, a zero volume
     with the gathered gradients scattered into it, then add the two volumes. Here the backward writes the sum's
     gradient once and scatters the gathered gradients into it in place (duplicate positions accumulate).
+
+    With ``sigmoid`` the differentiable input ``x2`` is the logits and ``p2`` the (detached) probabilities
+    ``sigmoid(x2)``: the sigmoid's backward, ``grad * (1 - p) * p``, is applied to the same buffer in place, which
+    saves the separate full-volume gradient of the probabilities. Without it ``x2`` is ``p2`` itself.
     """
 
     @staticmethod
-    def forward(ctx: Any, p2: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(index)
-        ctx.shape, ctx.dtype = p2.shape, p2.dtype
+    def forward(
+        ctx: Any, x2: torch.Tensor, p2: torch.Tensor, index: torch.Tensor, sigmoid: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(index, p2 if sigmoid else None)
+        ctx.shape, ctx.dtype, ctx.sigmoid = p2.shape, p2.dtype, sigmoid
         return p2.sum(1), p2.reshape(-1).index_select(0, index)
 
     @staticmethod
     def backward(ctx: Any, g_sum: torch.Tensor | None, g_read: torch.Tensor | None) -> tuple[Any, ...]:
-        (index,) = ctx.saved_tensors
+        index, p2 = ctx.saved_tensors
         if g_sum is None:
             grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=index.device)
         else:
@@ -472,7 +478,9 @@ class _SumAndGather(torch.autograd.Function):
             grad.copy_(g_sum[:, None].expand(ctx.shape))
         if g_read is not None:
             grad.view(-1).index_add_(0, index, g_read.to(grad.dtype))
-        return grad, None
+        if ctx.sigmoid:
+            grad.addcmul_(grad, p2, value=-1.0).mul_(p2)  # grad * (1 - p) * p, in place
+        return grad, None, None, None
 
 
 def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
@@ -550,7 +558,11 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     fused = spec.dice == "dice" and spec.elem is None and not spec.squared_pred and not spec.batch
     if fused:
         read_index = torch.cat([prd_pos, geom.lonly_pos, y_pos])
-        psum_g, p_read = _SumAndGather.apply(pf.view(n_img, n_vox), read_index)
+        if prep.logits is not None and prep.logits.requires_grad:  # sigmoid: its backward joins the gather's
+            x2, p2 = prep.logits.reshape(n_img, n_vox), pf.detach().view(n_img, n_vox)
+            psum_g, p_read = _SumAndGather.apply(x2, p2, read_index, True)
+        else:
+            psum_g, p_read = _SumAndGather.apply(pf.view(n_img, n_vox), pf.view(n_img, n_vox), read_index, False)
         img_y = torch.div(y_pos, n_vox, rounding_mode="floor")
         inter_g = pf.new_zeros(n_img).index_add(0, img_y, p_read[n_read:])
         glob = dice_from_sums(spec, inter_g, psum_g, torch.bincount(img_y, minlength=n_img).to(pf.dtype)).mean()
