@@ -55,7 +55,8 @@ __all__ = [
 NUMPY_ON_CPU = True
 
 
-def _numpy_ok(t: torch.Tensor) -> bool:
+def numpy_ok(t: torch.Tensor) -> bool:
+    """Whether detached bookkeeping on ``t`` should take the numpy fast path (see :data:`NUMPY_ON_CPU`)."""
     return NUMPY_ON_CPU and t.device.type == "cpu" and t.dtype != torch.bfloat16
 
 
@@ -64,7 +65,7 @@ def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
 
     Equal to ``torch.nonzero(mask.reshape(-1), as_tuple=True)[0]``; CPU tensors go through ``numpy.flatnonzero``.
     """
-    if _numpy_ok(mask):
+    if numpy_ok(mask):
         return torch.from_numpy(np.flatnonzero(mask.detach().numpy()))
     return torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
 
@@ -78,7 +79,7 @@ def unique_sorted(
     timsort), which is 3x faster than torch's sort on the concatenated sorted runs these helpers produce (the voxels
     of one box after another, pair keys in raster order); the result is the same.
     """
-    if not _numpy_ok(values) or values.ndim != 1 or values.numel() == 0:
+    if not numpy_ok(values) or values.ndim != 1 or values.numel() == 0:
         out = torch.unique(values, sorted=True, return_inverse=return_inverse, return_counts=return_counts)
         return out if isinstance(out, tuple) else (out,)
     v = values.numpy()
@@ -105,7 +106,7 @@ def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = Fal
     numpy alike); CPU tensors go through numpy.
     """
     v = values.detach()
-    if _numpy_ok(v):
+    if numpy_ok(v):
         arr = v.numpy()
         return torch.from_numpy(arr > threshold if strict else arr >= threshold)
     return v > threshold if strict else v >= threshold
@@ -113,7 +114,7 @@ def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = Fal
 
 def count_nonzero_rows(mask: torch.Tensor) -> torch.Tensor:
     """Number of True entries per leading index of a bool tensor ``(B, ...)``: int64 ``(B,)``."""
-    if _numpy_ok(mask):
+    if numpy_ok(mask):
         # numpy's count_nonzero is fast over a whole (even strided) array and slow along an axis: one call per image
         arr = mask.detach().numpy()
         return torch.tensor([np.count_nonzero(row) for row in arr], dtype=torch.int64)
@@ -126,7 +127,7 @@ def take_flat(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     CPU tensors go through numpy indexing (about twice as fast, and it accepts small integer indices as they are).
     """
     v = values.detach().reshape(-1)
-    if _numpy_ok(v):
+    if numpy_ok(v):
         return torch.from_numpy(v.numpy()[index.numpy()])
     return v[index.long()]
 
@@ -447,7 +448,7 @@ def centroids_ceil_from_positions(
     strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
     per_image = math.prod(spatial)
     size = torch.bincount(ids, minlength=n + 1)[1:].clamp(min=1)
-    if _numpy_ok(positions) and positions.numel():
+    if numpy_ok(positions) and positions.numel():
         # Integer division by a constant through float64: floor((r + 0.5) / s) is exact for r < 2^51 (the true
         # quotient stays >= 0.5 / s away from an integer, far above the rounding error); about twice as fast as
         # numpy's unravel_index and several times faster than torch's integer division on CPU.

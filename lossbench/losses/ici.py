@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from lossbench.cc import label_batch
@@ -42,6 +43,7 @@ from lossbench.instances import (
     cube_coverage,
     flat_nonzero,
     foreground_ids,
+    numpy_ok,
     pair_table,
     segment_sum,
     take_flat,
@@ -308,9 +310,13 @@ def _sparse_geometry(
     """Sparse centre geometry from the cube voxels, found with one sort.
 
     Label cubes are boxes ``0..n_lc-1`` (``n_lv`` voxels in all), prediction cubes the rest; every cube voxel is
-    listed (:func:`lossbench.instances.box_voxels`).
+    listed (:func:`lossbench.instances.box_voxels`). CPU tensors run the same steps in numpy (detached integer
+    bookkeeping on arrays of cube-voxel length, where torch's per-call costs dominate): the same voxels in the same
+    order, hence the same tensors.
     """
     n_vox = math.prod(spatial)
+    if numpy_ok(lo):
+        return _sparse_geometry_numpy(lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_lv, n_img, spatial)
     fl, box = box_voxels(lo, hi, img, spatial)
     box_p = box[n_lv:] - n_lc
     uniq, inv = unique_sorted(fl, return_inverse=True)
@@ -336,6 +342,55 @@ def _sparse_geometry(
         po_cnt=cnt_p[ponly],
         po_box=box_p[incid],
         po_voxel=po_index[slot_p[incid]],
+    )
+
+
+def _sparse_geometry_numpy(
+    lo: np.ndarray, hi: np.ndarray, img: np.ndarray, n_lc: int, n_lv: int, n_img: int, spatial: tuple[int, ...]
+) -> _CenterGeometry:
+    """:func:`_sparse_geometry` in numpy (box voxels as :func:`lossbench.instances.box_voxels` lists them)."""
+    ndim = len(spatial)
+    n_vox = math.prod(spatial)
+    strides = np.array([math.prod(spatial[d + 1 :]) for d in range(ndim)], dtype=np.int64)
+    size = np.clip(hi - lo, 0, None)
+    ext = size.max(0) if size.shape[0] else np.zeros(ndim, dtype=np.int64)
+    grid = np.indices(tuple(int(e) for e in ext)).reshape(ndim, -1)  # offsets in the largest box, raster order
+    flat = (img * n_vox + lo @ strides)[:, None] + (strides @ grid)[None, :]
+    valid = np.ones(flat.shape, dtype=bool)
+    for d in range(ndim):
+        if size.shape[0] and int(size[:, d].min()) < int(ext[d]):  # some box is truncated along this axis
+            valid &= grid[d][None, :] < size[:, d : d + 1]
+    keep = np.flatnonzero(valid)
+    fl = flat.reshape(-1)[keep]
+    box_p = keep[n_lv:] // max(grid.shape[1], 1) - n_lc
+    order = np.argsort(fl, kind="stable")
+    ordered = fl[order]
+    first = np.empty(ordered.shape, dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    uniq = ordered[first]
+    inv = np.empty(fl.shape, dtype=np.int64)
+    inv[order] = np.cumsum(first) - 1
+    in_l = np.bincount(inv[:n_lv], minlength=uniq.size) > 0
+    slot_p = inv[n_lv:]
+    cnt_p = np.bincount(slot_p, minlength=uniq.size)
+    in_p = cnt_p > 0
+    img_u = uniq // n_vox
+    lonly = in_l & ~in_p
+    ponly = in_p & ~in_l
+    incid = ponly[slot_p]
+    codes = np.bincount(img_u * 4 + in_l + 2 * in_p, minlength=4 * n_img).reshape(n_img, 4)
+    t = torch.from_numpy
+    return _CenterGeometry(
+        n_both=t(codes[:, 3].copy()),
+        n_l=t(codes[:, 1] + codes[:, 3]),
+        n_p=t(codes[:, 2] + codes[:, 3]),
+        lonly_pos=t(uniq[lonly]),
+        lonly_img=t(img_u[lonly]),
+        po_img=t(img_u[ponly]),
+        po_cnt=t(cnt_p[ponly]),
+        po_box=t(box_p[incid]),
+        po_voxel=t((np.cumsum(ponly) - 1)[slot_p[incid]]),
     )
 
 
@@ -523,6 +578,7 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     # -- reference caps: too many components -> none used; else the first max_pred_instances in reference order
     img_p_raw = component_images(prd.counts)
     keep = torch.ones(n_p_raw, dtype=torch.bool, device=dev)
+    capped = cfg.too_many_factor > 0 or (cfg.max_pred_instances > 0 and n_p_raw > 0)
     if cfg.too_many_factor > 0:
         too_many = prd.counts.to(torch.float64) > cfg.too_many_factor * lab.counts.to(torch.float64)
         keep &= ~too_many[img_p_raw]
@@ -534,7 +590,7 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
         rank = torch.empty_like(order)
         rank[order] = torch.arange(n_p_raw, device=dev) - off_p[img_p_raw[order]]
         keep &= rank < cfg.max_pred_instances
-    if bool(keep.all()):
+    if not capped or bool(keep.all()):
         n_p, img_p, counts_p = n_p_raw, img_p_raw, prd.counts
     else:
         table = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(keep, 0) * keep])
@@ -548,8 +604,11 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     size_l = torch.bincount(lab_ids, minlength=n_l + 1).to(pf.dtype)
 
     # -- centre geometry (detached), then ONE gather of every probability the loss reads (one backward scatter)
-    centre_l = centroids_ceil_from_positions(lab_pos, lab_ids, n_l, spatial)
-    centre_p = centroids_ceil_from_positions(prd_pos, prd_ids, n_p, spatial)
+    # the centres of label and prediction components in one pass (prediction ids shifted past the label ids)
+    centres = centroids_ceil_from_positions(
+        torch.cat([lab_pos, prd_pos]), torch.cat([lab_ids, prd_ids + n_l]), n_l + n_p, spatial
+    )
+    centre_l, centre_p = centres[:n_l], centres[n_l:]
     geom = _center_geometry(cfg, centre_l, img_l, centre_p, img_p, n_img, spatial)
     n_read = prd_pos.numel() + geom.lonly_pos.numel()
     # the plain Dice global term (per-image sums, linear denominator) reads the label voxels in the same gather:
