@@ -23,16 +23,19 @@ t(1000 instances) <= 1.5x t(10) for ICI, DICI and blob (fixed foreground); metri
 CUDA also the GPU goals: exact torch labelling <= 2 ms per 192^3 volume and ICI <= 1.5x Dice for 4x1x192^3. On
 CUDA the floor labels with the torch backend on the device instead of cc3d.
 
-Method: each case gets one warm-up call (which also measures peak memory), then ``repeats`` timed samples; a
-sample is the mean over enough back-to-back calls to last 10 ms (one call for anything slower), as ``timeit``
-does. The cases of one group (same suite, size and batch) are timed round-robin, so a burst of load on a shared
-machine hits all of them alike. A call longer than 1 s is its own warm-up: its first call counts as a sample,
-and further samples are taken only while the case has used less than 10 s. Reported: median, interquartile
-range, min/max, number of samples, peak memory (CUDA: ``torch.cuda.max_memory_allocated`` above the memory in
-use before the call; CPU on Linux: the peak resident set size above the resident size before the call, with the
-high-water mark reset through ``/proc/self/clear_refs``, i.e. newly touched pages: memory reused from the
-allocator's free lists is not counted, so small CPU values are lower bounds; elsewhere ``tracemalloc``, which
-sees numpy and Python allocations only). On CUDA every timed call is bracketed by ``torch.cuda.synchronize()``.
+Method: each case gets one warm-up call (which also measures peak memory), then ``repeats`` timed samples; a sample
+is the mean over enough back-to-back calls to last 10 ms (one call for anything slower), as ``timeit`` does. The
+cases of one group (same suite, size and batch) are timed round-robin, so a burst of load on a shared machine hits
+all of them alike; each sample follows one untimed call of the same case, so that no case inherits the memory state
+of the previous one (on CPU, large freed blocks go back to the OS and the next case's first large allocations
+page-fault, which made a case's time depend on its neighbour in the list). A call longer than 1 s is its own
+warm-up: its first call counts as a sample, and further samples are taken only while the case has used less than 10
+s. Reported: median, interquartile range, min/max, number of samples, peak memory (CUDA:
+``torch.cuda.max_memory_allocated`` above the memory in use before the call; CPU on Linux: the peak resident set
+size above the resident size before the call, with the high-water mark reset through ``/proc/self/clear_refs``, i.e.
+newly touched pages: memory reused from the allocator's free lists is not counted, so small CPU values are lower
+bounds; elsewhere ``tracemalloc``, which sees numpy and Python allocations only). On CUDA every timed call is
+bracketed by ``torch.cuda.synchronize()``.
 
 Threads: torch's intra-op thread count is recorded, not changed. On a shared machine whose cores are busy,
 multi-threaded torch ops can stall for whole scheduler slices; run ``OMP_NUM_THREADS=1 lossbench bench`` there
@@ -308,7 +311,10 @@ def measure_group(
     """Time several cases round-robin: warm-up (with peak memory), calibration, then up to ``repeats`` samples.
 
     A sample is the mean over enough back-to-back calls to last about ``min_sample_s`` (as ``timeit`` does), so
-    sub-millisecond cases are not dominated by timer resolution or by the cache state left by the previous case.
+    sub-millisecond cases are not dominated by timer resolution. Each sample of a case that is not slow follows one
+    untimed call of the same case: round-robin order would otherwise time every case's first call after a different
+    case, whose freed memory and cache state (CPU allocators hand large blocks back to the OS, so the next large
+    allocation page-faults again) it inherits; a case's time then depended on its neighbour in the list.
 
     Args:
         cases: name -> (zero-argument callable, device it runs on: CUDA calls are synchronised).
@@ -341,6 +347,8 @@ def measure_group(
             if tm.error is not None or len(tm.samples) >= repeats or sum(tm.samples) >= case_budget_s:
                 continue
             try:
+                if not tm.samples or tm.samples[0] <= slow_call_s:
+                    fn()  # re-warm after the previous case (untimed)
                 tm.samples.append(_timed(fn, device, tm.calls_per_sample))
             except Exception as exc:  # same as above: recorded, shown, and makes the run fail at the end
                 tm.error = f"{type(exc).__name__}: {exc}"
@@ -1221,7 +1229,8 @@ def run_bench(
             "losses": None if losses is None else list(losses),
             "method": (
                 f"1 warm-up call (peak memory measured on it), then up to {repeats} samples per case, cases of a group "
-                f"timed round-robin; a sample averages back-to-back calls lasting >= {MIN_SAMPLE_S * 1e3:g} ms; "
+                "timed round-robin, each sample after one untimed call of the same case; a sample averages "
+                f"back-to-back calls lasting >= {MIN_SAMPLE_S * 1e3:g} ms; "
                 f"calls > {SLOW_CALL_S:g} s are their own warm-up and stop at {CASE_BUDGET_S:g} s per case; "
                 "median, IQR and min/max of the per-call time reported"
             ),
