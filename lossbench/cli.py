@@ -98,6 +98,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
         out=ns.out,
         show=True,
         losses=_csv(ns.losses) if ns.losses else None,
+        malloc=ns.malloc,
     )
     return 0
 
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument(
         "--losses", default=None, help="comma-separated loss names or case labels (default all; Dice always runs)"
+    )
+    b.add_argument(
+        "--malloc",
+        choices=["pinned", "default"],
+        default="pinned",
+        help="pinned (default): fixed glibc malloc thresholds, timings independent of allocation history",
     )
     b.add_argument("--out", type=Path, default=None, help="folder for bench.json / bench.md")
     b.set_defaults(func=_cmd_bench)

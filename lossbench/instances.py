@@ -299,7 +299,10 @@ def foreground_ids(cc: Any, pos: torch.Tensor, *, drop_unlabelled: bool = False)
         ``(pos, ids)``: the (possibly filtered) int64 positions and their int64 ids.
     """
     labels = cc.labels
-    ids = take_flat(labels, pos).to(torch.int64)
+    if numpy_ok(labels):
+        ids = torch.from_numpy(labels.reshape(-1).numpy()[pos.numpy()].astype(np.int64, copy=False))
+    else:
+        ids = take_flat(labels, pos).to(torch.int64)
     labelled = ids > 0
     if drop_unlabelled and not bool(labelled.all()):
         pos, ids, labelled = pos[labelled], ids[labelled], labelled[labelled]
@@ -373,6 +376,8 @@ def pair_table(
     a = a_ids.reshape(-1)
     b = b_ids.reshape(-1)
     dev = a.device
+    if dense is None and numpy_ok(a):
+        return _pair_table_numpy(a.numpy(), b.numpy(), n_b)
     both = threshold_mask(a, 0, strict=True) & threshold_mask(b, 0, strict=True)
     shared = flat_nonzero(both)
     a_both, b_both = take_flat(a, shared), take_flat(b, shared)
@@ -412,6 +417,39 @@ def pair_table(
     return uniq // (n_b + 1), uniq % (n_b + 1), overlap, both, voxel_pair
 
 
+def _pair_table_numpy(
+    a: np.ndarray, b: np.ndarray, n_b: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`pair_table`'s first-partner method in numpy (CPU): the same steps, the same tensors."""
+    both = (a > 0) & (b > 0)
+    shared = np.flatnonzero(both)
+    a_both, b_both = a[shared], b[shared]
+    n_a = int(a_both.max()) if a_both.size else 0  # only ids that occur matter here
+    first = np.full(n_a + 1, n_b + 1, dtype=np.int64)
+    np.minimum.at(first, a_both, b_both)
+    has = np.flatnonzero(first <= n_b)  # every a with a partner, ascending
+    key_first = has * (n_b + 1) + first[has]
+    rest = b_both != first[a_both]
+    rest_idx = np.flatnonzero(rest)
+    if rest_idx.size:  # an a touching several b: only those voxels' keys are sorted
+        uniq_rest, inv_rest = np.unique(a_both[rest_idx] * (n_b + 1) + b_both[rest_idx], return_inverse=True)
+    else:
+        uniq_rest = inv_rest = np.zeros(0, dtype=np.int64)
+    keys = np.concatenate([key_first, uniq_rest])
+    order = np.argsort(keys, kind="stable")
+    uniq = keys[order]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    slot = np.zeros(n_a + 1, dtype=np.int64)
+    slot[has] = np.arange(has.size)
+    voxel_pair = rank[slot[a_both]]
+    if rest_idx.size:
+        voxel_pair[rest_idx] = rank[key_first.size + inv_rest.reshape(-1)]
+    overlap = np.bincount(voxel_pair, minlength=uniq.size)
+    t = torch.from_numpy
+    return t(uniq // (n_b + 1)), t(uniq % (n_b + 1)), t(overlap), t(both), t(voxel_pair)
+
+
 def component_images(counts: torch.Tensor) -> torch.Tensor:
     """Image index of every global id 1..sum(counts), as an int64 tensor of length ``sum(counts)``."""
     return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
@@ -447,25 +485,27 @@ def centroids_ceil_from_positions(
     """
     strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
     per_image = math.prod(spatial)
-    size = torch.bincount(ids, minlength=n + 1)[1:].clamp(min=1)
-    if numpy_ok(positions) and positions.numel():
+    # numpy path: coordinate sums as float64 bincount weights, exact while every sum stays below 2^53
+    if numpy_ok(positions) and positions.numel() and positions.numel() * max(spatial) < 2**53:
         # Integer division by a constant through float64: floor((r + 0.5) / s) is exact for r < 2^51 (the true
         # quotient stays >= 0.5 / s away from an integer, far above the rounding error); about twice as fast as
         # numpy's unravel_index and several times faster than torch's integer division on CPU.
         rem = positions.numpy()
+        idn = ids.numpy()
+        size_np = np.maximum(np.bincount(idn, minlength=n + 1)[1:], 1)
         if int(rem.max()) >= per_image:  # several images: position within its image
             rem = rem % per_image
-        coords = []
-        for stride in strides[:-1]:
-            q = np.floor((rem + 0.5) * (1.0 / stride)).astype(np.int64)
-            rem = rem - q * stride
-            coords.append(q)
-        coords.append(rem)
-        out = []
-        for coord in coords:
-            total = torch.zeros(n + 1, dtype=torch.int64).index_add_(0, ids, torch.from_numpy(coord))[1:]
-            out.append(-torch.div(-total, size, rounding_mode="floor"))
-        return torch.stack(out, dim=1)
+        out_np = np.empty((n, len(spatial)), dtype=np.int64)
+        for d, stride in enumerate(strides):
+            if d < len(strides) - 1:
+                coord = np.floor((rem + 0.5) * (1.0 / stride)).astype(np.int64)
+                rem = rem - coord * stride
+            else:
+                coord = rem
+            total = np.bincount(idn, weights=coord, minlength=n + 1)[1:].astype(np.int64)
+            out_np[:, d] = -((-total) // size_np)  # ceil division
+        return torch.from_numpy(out_np)
+    size = torch.bincount(ids, minlength=n + 1)[1:].clamp(min=1)
     rem = positions % per_image
     out = []
     for stride in strides:

@@ -1,4 +1,5 @@
 import json
+import platform
 import sys
 import time
 
@@ -237,12 +238,31 @@ def test_cli_bench_writes_files(tmp_path, capsys):
         ({"repeats": 0}, ConfigError, "`repeats` must be an int >= 1"),
         ({"sizes": ["4x"]}, ConfigError, "`sizes` must be"),
         ({"device": "tpu"}, ConfigError, "`device` must be"),
+        ({"malloc": "fast"}, ConfigError, "`malloc` must be one of"),
+        ({"losses": ["icix"]}, ConfigError, "Did you mean 'ici'"),
+        ({"losses": []}, ConfigError, "`losses` must be a non-empty selection"),
     ],
 )
 def test_bad_arguments_fail_before_running(kwargs, exc, fragment, tmp_path):
     with pytest.raises(exc, match=fragment):
         run_bench(**{"suites": ["cc"], "out": tmp_path, "show": False, **kwargs})
     assert not (tmp_path / "bench.json").exists()
+
+
+@needs_losses
+def test_loss_selection_and_malloc_state_are_recorded(tmp_path):
+    res = run_bench(suites=["losses"], sizes=["8"], repeats=1, show=False, losses="ici reference,blob", out=tmp_path)
+    # a registry name selects all its cases, a case label just that one; Dice and the floor always run
+    want = {"dice", "ici reference", "blob", "blob base=dicece", "2 cc3d labellings"}
+    assert {r["case"] for r in rows(res, "losses")} == want
+    assert res["settings"]["losses"] == ["ici reference", "blob"]
+    state = res["environment"]["malloc"]
+    assert state["mode"] in ("pinned", "default")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert state == {"mode": "pinned", **bench.PINNED_MALLOC}
+    assert "- malloc: " in (tmp_path / "bench.md").read_text()
+    res = run_bench(suites=["metrics"], repeats=1, show=False, malloc="default")
+    assert res["environment"]["malloc"] == {"mode": "default", "reason": "requested"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
