@@ -201,8 +201,8 @@ def _label(mask: Any, connectivity: int | None, backend: str, num_iterations: in
         labels_np, counts_np = label_scipy(arr, conn)
     batch_numbered = native and backend == "cc3d"
     if is_torch:
-        if labels_np.dtype.kind == "u" and not hasattr(torch, "uint32"):  # torch < 2.3 has no uint16/32/64
-            labels_np = labels_np.astype(np.int64)
+        if labels_np.dtype.kind == "u" and (mask.device.type != "cpu" or not hasattr(torch, "uint32")):
+            labels_np = labels_np.astype(np.int64)  # torch < 2.3 has no uint16/32; CUDA kernels lack most of them
         return CCResult(
             torch.from_numpy(labels_np).to(mask.device), torch.from_numpy(counts_np).to(mask.device), None,
             batch_numbered,
