@@ -551,6 +551,9 @@ def box_voxels(
     if n == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=lo.device)
         return empty, empty
+    if numpy_ok(lo):
+        flat, box = _box_voxels_numpy(lo.numpy(), hi.numpy(), image.numpy(), spatial)
+        return torch.from_numpy(flat), torch.from_numpy(box)
     strides = [math.prod(spatial[d + 1 :]) for d in range(ndim)]
     size = (hi - lo).clamp(min=0)
     ext = size.amax(0).tolist()  # offsets inside the largest box, per axis (one host sync)
@@ -564,6 +567,24 @@ def box_voxels(
         valid = valid & (off < size[:, d].view((n,) + (1,) * ndim))
     keep = flat_nonzero(valid.expand(flat.shape))
     return take_flat(flat, keep), torch.div(keep, max(math.prod(ext), 1), rounding_mode="floor")
+
+
+def _box_voxels_numpy(
+    lo: np.ndarray, hi: np.ndarray, image: np.ndarray, spatial: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`box_voxels` in numpy: the same voxels in the same order (offsets in the largest box, raster order)."""
+    ndim = len(spatial)
+    strides = np.array([math.prod(spatial[d + 1 :]) for d in range(ndim)], dtype=np.int64)
+    size = np.clip(hi - lo, 0, None)
+    ext = size.max(0)
+    grid = np.indices(tuple(int(e) for e in ext)).reshape(ndim, -1)
+    flat = (image * math.prod(spatial) + lo @ strides)[:, None] + (strides @ grid)[None, :]
+    valid = np.ones(flat.shape, dtype=bool)
+    for d in range(ndim):
+        if int(size[:, d].min()) < int(ext[d]):  # some box is smaller along this axis
+            valid &= grid[d][None, :] < size[:, d : d + 1]
+    keep = np.flatnonzero(valid)
+    return flat.reshape(-1)[keep], keep // max(grid.shape[1], 1)
 
 
 def render_boxes(

@@ -98,8 +98,11 @@ def test_segment_sum_is_differentiable():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("dense", [None, True, False])
-def test_pair_table_matches_loop(seed, dense):
+@pytest.mark.parametrize("dense", [None, "torch", True, False])
+def test_pair_table_matches_loop(seed, dense, monkeypatch):
+    if dense == "torch":  # the first-partner method on the device-agnostic torch path (numpy on CPU otherwise)
+        monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", False)
+        dense = None
     a, na, _ = _labels(seed)
     b, nb, _ = _labels(seed + 10)
     pa, pb, ov, both, vp = pair_table(a, b, na, nb, dense=dense)
@@ -155,9 +158,12 @@ def test_render_boxes_matches_loop(shape):
     assert torch.allclose(g1, g2)
 
 
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])
 @pytest.mark.parametrize("shape", [(2, 10, 12), (2, 6, 7, 8)])
-def test_box_voxels_matches_render_boxes(shape):
+def test_box_voxels_matches_render_boxes(shape, numpy_on_cpu, monkeypatch):
     from lossbench.instances import box_voxels
+
+    monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", numpy_on_cpu)  # numpy fast path and the torch path
 
     rng = np.random.default_rng(6)
     nd = len(shape) - 1
@@ -173,6 +179,10 @@ def test_box_voxels_matches_render_boxes(shape):
     assert (coords[:, 0] == img[box].numpy()).all()
     assert ((coords[:, 1:] >= lo[box].numpy()) & (coords[:, 1:] < hi[box].numpy())).all()
     assert box_voxels(lo[:0], hi[:0], img[:0], shape[1:])[0].numel() == 0
+    # both paths list the same voxels in the same order (the centre term's sums depend on it)
+    monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", not numpy_on_cpu)
+    other = box_voxels(lo, hi, img, shape[1:])
+    assert torch.equal(other[0], flat) and torch.equal(other[1], box)
 
 
 def test_voxel_categories_by_hand():

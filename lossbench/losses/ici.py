@@ -315,9 +315,9 @@ def _sparse_geometry(
     order, hence the same tensors.
     """
     n_vox = math.prod(spatial)
-    if numpy_ok(lo):
-        return _sparse_geometry_numpy(lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_lv, n_img, spatial)
     fl, box = box_voxels(lo, hi, img, spatial)
+    if numpy_ok(fl):
+        return _sparse_geometry_numpy(fl.numpy(), box.numpy(), n_lc, n_lv, n_img, n_vox)
     box_p = box[n_lv:] - n_lc
     uniq, inv = unique_sorted(fl, return_inverse=True)
     n_u = uniq.numel()
@@ -346,31 +346,11 @@ def _sparse_geometry(
 
 
 def _sparse_geometry_numpy(
-    lo: np.ndarray, hi: np.ndarray, img: np.ndarray, n_lc: int, n_lv: int, n_img: int, spatial: tuple[int, ...]
+    fl: np.ndarray, box: np.ndarray, n_lc: int, n_lv: int, n_img: int, n_vox: int
 ) -> _CenterGeometry:
-    """:func:`_sparse_geometry` in numpy (box voxels as :func:`lossbench.instances.box_voxels` lists them)."""
-    ndim = len(spatial)
-    n_vox = math.prod(spatial)
-    strides = np.array([math.prod(spatial[d + 1 :]) for d in range(ndim)], dtype=np.int64)
-    size = np.clip(hi - lo, 0, None)
-    ext = size.max(0) if size.shape[0] else np.zeros(ndim, dtype=np.int64)
-    grid = np.indices(tuple(int(e) for e in ext)).reshape(ndim, -1)  # offsets in the largest box, raster order
-    flat = (img * n_vox + lo @ strides)[:, None] + (strides @ grid)[None, :]
-    valid = np.ones(flat.shape, dtype=bool)
-    for d in range(ndim):
-        if size.shape[0] and int(size[:, d].min()) < int(ext[d]):  # some box is truncated along this axis
-            valid &= grid[d][None, :] < size[:, d : d + 1]
-    keep = np.flatnonzero(valid)
-    fl = flat.reshape(-1)[keep]
-    box_p = keep[n_lv:] // max(grid.shape[1], 1) - n_lc
-    order = np.argsort(fl, kind="stable")
-    ordered = fl[order]
-    first = np.empty(ordered.shape, dtype=bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    uniq = ordered[first]
-    inv = np.empty(fl.shape, dtype=np.int64)
-    inv[order] = np.cumsum(first) - 1
+    """:func:`_sparse_geometry` in numpy, from the listed cube voxels ``fl`` and their boxes ``box``."""
+    box_p = box[n_lv:] - n_lc
+    uniq, inv = (t.numpy() for t in unique_sorted(torch.from_numpy(fl), return_inverse=True))
     in_l = np.bincount(inv[:n_lv], minlength=uniq.size) > 0
     slot_p = inv[n_lv:]
     cnt_p = np.bincount(slot_p, minlength=uniq.size)
