@@ -9,7 +9,8 @@ ratios compare numbers measured under the same load, on the same machine, minute
   otherwise), on masks with about 50 components, batch 1 and 4.
 * ``losses``: forward + backward of every registered loss (and the reference / trainable / -TP variants of the
   instance losses) on the same sizes, as ratios to Dice and to the floor "Dice + labelling target and
-  prediction with cc3d".
+  prediction with cc3d"; MONAI's own ``DiceLoss`` is timed next to them as an external reference (lossbench's
+  ``dice`` adds input validation).
 * ``scaling``: the instance losses at 96^3 with 10, 100 and 1000 instances (cost must not follow the count), in
   two series: "fixed foreground" (the balls shrink as their number grows, so about 81,000 foreground voxels
   throughout: only the count changes; the target is checked here) and "fixed size" (balls of radius 2.5, so
@@ -129,6 +130,8 @@ TARGET_METRICS_S = 0.1
 #: GPU goals (H100/H200 class): exact torch labelling of one 192^3 volume, ICI / Dice for 4x1x192^3.
 TARGET_GPU_TORCH_CC_S = 0.002
 TARGET_GPU_ICI_VS_DICE = 1.5
+#: The external reference case of the losses suite (timed when MONAI is installed).
+MONAI_DICE = "monai DiceLoss"
 #: Losses of the scaling suite; ICI's ratio to its floor is checked for these registry names.
 SCALING_LOSSES = ("ici", "dici", "blob")
 
@@ -699,6 +702,21 @@ def _loss_cases(
     return cases
 
 
+def _monai_dice_case(
+    target: np.ndarray, pred: np.ndarray, device: torch.device
+) -> tuple[Callable[[], Any], torch.device] | None:
+    """MONAI's own ``DiceLoss(sigmoid=True)`` on the losses' inputs: what lossbench's ``dice`` costs on top of it.
+
+    ``None`` when MONAI is not installed.
+    """
+    try:
+        from monai.losses import DiceLoss
+    except ImportError:
+        return None
+    x, y = _loss_inputs(target, pred, device)
+    return _fwd_bwd(DiceLoss(sigmoid=True), x, y), device
+
+
 def _pred_mask(target: np.ndarray, n_false: int, seed: int) -> np.ndarray:
     """Prediction: the target shifted by one voxel along the last axis plus ``n_false`` false blobs per image."""
     from lossbench.cc.shapes import blobs_mask
@@ -726,9 +744,18 @@ def _suite_losses(run: _Run, sizes: list[tuple[int, ...]]) -> None:
             pred = _pred_mask(target, 10, seed=batch)
             cases = _loss_cases(api, configs, target, pred, run.device, floor_name)
             meta = {label: {"params": kw} for label, _, kw in configs}
+            monai_case = _monai_dice_case(target, pred, run.device)
+            if monai_case is not None:
+                cases[MONAI_DICE] = monai_case
+                meta[MONAI_DICE] = {"note": "external reference: monai.losses.DiceLoss(sigmoid=True), no input checks"}
             grp = f"{common['size']} B={batch}"
             med = run.group("losses", grp, cases, meta, common)
             dice = med.get("dice")
+            if monai_case is not None:
+                run.ratio(
+                    "losses", f"dice / {MONAI_DICE}", dice, med.get(MONAI_DICE), common=common,
+                    numerator="dice", denominator=MONAI_DICE, group=grp, case="dice", short="/monai",
+                )  # fmt: skip
             floor = None if dice is None or med.get(floor_name) is None else dice + med[floor_name]
             for label, name, _ in configs:
                 if label == "dice":

@@ -253,8 +253,12 @@ def test_bad_arguments_fail_before_running(kwargs, exc, fragment, tmp_path):
 def test_loss_selection_and_malloc_state_are_recorded(tmp_path):
     res = run_bench(suites=["losses"], sizes=["8"], repeats=1, show=False, losses="ici reference,blob", out=tmp_path)
     # a registry name selects all its cases, a case label just that one; Dice and the floor always run
-    want = {"dice", "ici reference", "blob", "blob base=dicece", "2 cc3d labellings"}
+    want = {"dice", "ici reference", "blob", "blob base=dicece", "2 cc3d labellings", "monai DiceLoss"}
     assert {r["case"] for r in rows(res, "losses")} == want
+    (q,) = [q for q in res["ratios"] if q["name"] == "dice / monai DiceLoss"]  # the external reference
+    assert q["value"] == pytest.approx(
+        median_of(res, "losses", q["group"], "dice") / median_of(res, "losses", q["group"], "monai DiceLoss")
+    )
     assert res["settings"]["losses"] == ["ici reference", "blob"]
     state = res["environment"]["malloc"]
     assert state["mode"] in ("pinned", "default")
