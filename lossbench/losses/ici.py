@@ -400,16 +400,15 @@ def _center_geometry(
     total = n_img * n_vox
     dev = centre_l.device
     half = _half_widths(spatial, cfg.cube_size)
-    lo_l, hi_l = _boxes(centre_l, spatial, cfg.cube_size)
-    lo_p, hi_p = _boxes(centre_p, spatial, cfg.cube_size)
-    vol_l = (hi_l - lo_l).clamp(min=0).prod(1).sum()
+    n_lc = centre_l.shape[0]
+    lo, hi = _boxes(torch.cat([centre_l, centre_p]), spatial, cfg.cube_size)  # label cubes first
+    vol = torch.cat([lo.new_zeros(1), (hi - lo).clamp(min=0).prod(1).cumsum(0)])  # cube voxels before cube i
     # Host syncs (a few per call, none per instance): the path choice here, the dense path's count dtype and its
     # "no overlapping prediction cubes" test, and the largest box in box_voxels, all size buffers or pick a branch.
-    n_lv, cube_voxels = (int(v) for v in torch.stack([vol_l, vol_l + (hi_p - lo_p).clamp(min=0).prod(1).sum()]))
+    n_lv, cube_voxels = vol[[n_lc, -1]].tolist()
     linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
     if not (linear and cube_voxels >= DENSE_CENTER_FRACTION * total):
-        return _sparse_geometry(torch.cat([lo_l, lo_p]), torch.cat([hi_l, hi_p]), torch.cat([img_l, img_p]),
-                                lo_l.shape[0], n_lv, n_img, spatial)  # fmt: skip
+        return _sparse_geometry(lo, hi, torch.cat([img_l, img_p]), n_lc, n_lv, n_img, spatial)
     shape = (n_img, *spatial)
     size = coverage_work_size(shape, half)
     # only the unions of the cubes are materialised (bool, a few byte-wide passes per axis); the trainable map's
