@@ -18,6 +18,27 @@ from scipy import ndimage
 
 from lossbench.losses import build_loss
 
+
+@pytest.fixture(autouse=True, params=["cpu-fast-paths", "device-agnostic"])
+def code_path(request, monkeypatch):
+    """Every test of this module twice: with the numpy CPU fast paths and cc3d, and with what CUDA runs.
+
+    "device-agnostic": the torch code of every helper (``NUMPY_ON_CPU=False``) and the exact torch labelling
+    wherever the backend is "auto" (per-image numbering, so batch offsets are added), on CPU tensors.
+    """
+    if request.param == "device-agnostic":
+        import lossbench.cc.api as cc_api
+
+        monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", False)
+        label = cc_api._label
+
+        def torch_when_auto(mask, connectivity, backend, num_iterations, native):
+            return label(mask, connectivity, "torch" if backend == "auto" else backend, num_iterations, native)
+
+        monkeypatch.setattr(cc_api, "_label", torch_when_auto)
+    return request.param
+
+
 # ------------------------------------------------------------------------------------------------------------
 # oracle: base losses of one binary image, written from the MONAI formulas
 
