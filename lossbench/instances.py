@@ -34,6 +34,7 @@ __all__ = [
     "CATEGORIES",
     "flat_nonzero",
     "unique_sorted",
+    "multiplicity",
     "threshold_mask",
     "count_nonzero_rows",
     "take_flat",
@@ -97,6 +98,21 @@ def unique_sorted(
         starts = np.flatnonzero(first)
         res.append(torch.from_numpy(np.diff(starts, append=v.size)))
     return tuple(res)
+
+
+def multiplicity(values: torch.Tensor, size: int) -> torch.Tensor:
+    """How often each entry's value occurs among the entries of a 1-D integer tensor with values in ``0..size-1``.
+
+    One ``bincount`` over ``size`` bins and a gather when ``size`` is at most 32 times the number of entries (CPU
+    tensors through numpy), else the counts of :func:`unique_sorted` (one sort). int64, same shape as ``values``.
+    """
+    if values.numel() == 0 or size > 32 * values.numel():
+        _, inverse, counts = unique_sorted(values, return_inverse=True, return_counts=True)
+        return counts[inverse]
+    if numpy_ok(values):
+        v = values.numpy()
+        return torch.from_numpy(np.take(np.bincount(v, minlength=size), v))
+    return torch.bincount(values, minlength=size)[values]
 
 
 def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = False) -> torch.Tensor:

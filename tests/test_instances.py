@@ -20,6 +20,7 @@ from lossbench.instances import (
     flat_nonzero,
     foreground_ids,
     global_ids,
+    multiplicity,
     overlap_pairs,
     pair_table,
     render_boxes,
@@ -86,6 +87,17 @@ def test_unique_sorted_equals_torch_unique(seed, monkeypatch):
     got = unique_sorted(x, return_inverse=True, return_counts=True)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert unique_sorted(x[:0], return_inverse=True)[0].numel() == 0
+
+
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])
+def test_multiplicity_counts_each_value(numpy_on_cpu, monkeypatch):
+    monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", numpy_on_cpu)
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(0, 40, size=200))
+    want = torch.tensor([int((x == v).sum()) for v in x.tolist()])
+    assert torch.equal(multiplicity(x, 40), want)  # bincount over the 40 values
+    assert torch.equal(multiplicity(x, 10**6), want)  # values spread over a large range: the sort
+    assert multiplicity(x[:0], 40).numel() == 0
 
 
 def test_segment_sum_is_differentiable():

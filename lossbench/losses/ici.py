@@ -43,6 +43,7 @@ from lossbench.instances import (
     cube_coverage,
     flat_nonzero,
     foreground_ids,
+    multiplicity,
     numpy_ok,
     pair_table,
     segment_sum,
@@ -263,9 +264,10 @@ def _cube_weights(
     covers ``|x_d - centre[i, d]| <= half_d``, truncated at the border. The cubes' voxels are read as contiguous rows
     along the last axis straight from the padded grid (rows and columns outside the image are masked); only the
     (cube, voxel) incidences outside ``skip`` are kept, and how many cubes contain each of those voxels is its
-    multiplicity among them (one sort of the kept incidences). O(cubes x cube volume), no count map of the volume.
-    ``n_outside``, if given, is the number of distinct voxels of the cubes' union outside ``skip``: when it equals
-    the number of incidences, no voxel lies in two cubes and the sort is skipped.
+    multiplicity among them (:func:`lossbench.instances.multiplicity`). O(cubes x cube volume) plus, when the
+    incidences are numerous enough, one bincount over the grid. ``n_outside``, if given, is the number of distinct
+    voxels of the cubes' union outside ``skip``: when it equals the number of incidences, no voxel lies in two
+    cubes and every weight is a count.
     """
     ndim = len(spatial)
     dev = centre.device
@@ -298,10 +300,7 @@ def _cube_weights(
     if n_outside == inc.numel():
         return torch.bincount(cube, minlength=n).to(torch.float64)
     pos = take_flat(flat_start, torch.div(inc, width, rounding_mode="floor")) + inc % width
-    _, inv, mult = unique_sorted(pos, return_inverse=True, return_counts=True)
-    if mult.numel() == pos.numel():  # one host sync
-        return torch.bincount(cube, minlength=n).to(torch.float64)
-    return weights.index_add_(0, cube, mult.to(torch.float64).reciprocal()[inv])
+    return weights.index_add_(0, cube, multiplicity(pos, skip.numel()).to(torch.float64).reciprocal())
 
 
 def _sparse_geometry(
