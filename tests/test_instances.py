@@ -9,6 +9,9 @@ from scipy import ndimage
 
 from lossbench.cc import label_batch, label_components
 from lossbench.instances import (
+    bitmap_contains,
+    bitmap_positions,
+    box_row_words,
     centroids_ceil_from_positions,
     component_centroids_ceil,
     component_images,
@@ -23,11 +26,14 @@ from lossbench.instances import (
     multiplicity,
     overlap_pairs,
     pair_table,
+    popcount,
     render_boxes,
+    row_words,
     segment_sum,
     take_flat,
     take_rows,
     threshold_mask,
+    union_bitmap,
     unique_sorted,
     window_sums,
 )
@@ -325,7 +331,7 @@ def test_torch_path_of_the_helpers_equals_numpy_path(name, dense, monkeypatch):
     import lossbench.losses.ici as ici_mod
     from lossbench.losses import build_loss
 
-    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", dense)  # both centre-term paths
+    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", {"bitmap": dense, "listing": dense})  # both centre paths
 
     rng = np.random.default_rng(24)
     y = torch.from_numpy(rng.random((2, 1, 12, 13, 11)) < 0.2).float()
@@ -343,3 +349,38 @@ def test_torch_path_of_the_helpers_equals_numpy_path(name, dense, monkeypatch):
     for (t1, g1), (t2, g2) in zip(results[:half], results[half:]):
         assert t1 == pytest.approx(t2, rel=1e-12, abs=1e-12)
         assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 10, 12), (2, 5, 150), (2, 6, 7, 8), (1, 3, 4, 130)])
+def test_row_bitmaps_match_render_boxes(shape):
+    """Unions of boxes as row bitmaps (lines wider than one and two 64-bit words included) against a dense render."""
+    rng = np.random.default_rng(11)
+    nd = len(shape) - 1
+    n = 14
+    lo = np.stack([rng.integers(0, s, n) for s in shape[1:]], 1).astype(np.int64)
+    hi = np.minimum(lo + rng.integers(0, 90, (n, nd)), np.array(shape[1:])).astype(np.int64)
+    hi[0] = lo[0]  # an empty box gives no word
+    img = rng.integers(0, shape[0], n).astype(np.int64)
+    count, _ = render_boxes(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(img), shape)
+    key, mask, box = box_row_words(lo, hi, img, shape[1:])
+    assert (np.diff(box) >= 0).all() and 0 not in box
+    n_words = shape[0] * int(np.prod(shape[1:-1])) * row_words(shape[-1])
+    bitmap = union_bitmap(key, mask, n_words)
+    covered = np.flatnonzero(count.numpy().reshape(-1) > 0)
+    assert np.array_equal(bitmap_positions(bitmap, shape[-1]), covered)
+    assert int(popcount(bitmap).sum()) == covered.size
+    every = np.arange(count.numel())
+    assert np.array_equal(bitmap_contains(bitmap, every, shape[-1]), count.numpy().reshape(-1) > 0)
+    # each box's own words hold exactly its voxels
+    for i in range(1, n):
+        words = union_bitmap(key[box == i], mask[box == i], n_words)
+        assert int(popcount(words).sum()) == int(np.prod(np.clip(hi[i] - lo[i], 0, None)))
+
+
+def test_popcount_without_numpy_bitwise_count(monkeypatch):
+    words = np.array([0, 1, 2**63, 2**64 - 1, 0x0F0F], dtype=np.uint64)
+    expected = [0, 1, 1, 64, 8]
+    assert popcount(words).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # numpy < 2.0
+    assert popcount(words).tolist() == expected
+    assert popcount(words.reshape(5, 1)).shape == (5, 1)

@@ -302,7 +302,8 @@ def center_path(request, monkeypatch):
     """Run a test with the centre term forced onto its sparse or its dense implementation."""
     import lossbench.losses.ici as ici_mod
 
-    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", 1e18 if request.param == "sparse" else 0.0)
+    frac = 1e18 if request.param == "sparse" else 0.0
+    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", {"bitmap": frac, "listing": frac})
     return request.param
 
 
@@ -721,3 +722,45 @@ def test_cc_backends_give_identical_losses(backend):
         b = build_loss(name, cc_backend=backend).terms(p, y)
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
+    """CPU row-bitmap geometry against the device-agnostic listing path: same tensors ("counts", "voxels") and the
+    same cube weights up to float64 summation order ("weights"), on lines of one, two and three 64-bit words."""
+    import lossbench.instances as inst
+    import lossbench.losses.ici as ici_mod
+
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(25):
+        nd = int(rng.choice([2, 3]))
+        spatial = tuple(int(s) for s in rng.integers(1, 60 if nd == 2 else 25, size=nd))
+        if trial % 3 == 0:
+            spatial = spatial[:-1] + (int(rng.integers(60, 200)),)
+        n_img, cube = int(rng.integers(1, 4)), int(rng.choice([1, 3, 7, 11, 31]))
+        n_lc, n_pc = int(rng.integers(0, 10)), int(rng.integers(0, 20))
+        centres = torch.from_numpy(np.stack([rng.integers(0, s, size=n_lc + n_pc) for s in spatial], 1))
+        img = torch.from_numpy(rng.integers(0, n_img, size=n_lc + n_pc))
+        k = min(n_lc, n_pc) // 2  # some prediction cubes equal to label cubes
+        centres[n_lc : n_lc + k], img[n_lc : n_lc + k] = centres[:k], img[:k]
+        lo, hi = ici_mod._boxes(centres.reshape(-1, nd), spatial, cube)
+        n_lv = int((hi - lo).clamp(min=0).prod(1)[:n_lc].sum())
+        for detail in ("counts", "voxels", "weights"):
+            args = (lo, hi, img, n_lc, n_lv, n_img, spatial, detail)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(inst, "NUMPY_ON_CPU", True)
+                fast = ici_mod._sparse_geometry(*args)
+                mp.setattr(inst, "NUMPY_ON_CPU", False)
+                listed = ici_mod._sparse_geometry(*args)
+            names = ["n_both", "n_l", "n_p"] + (["lonly_pos", "lonly_img"] if detail != "counts" else [])
+            names += ["po_img", "po_cnt", "po_box", "po_voxel"] if detail == "voxels" else []
+            for name in names:
+                a, b = getattr(fast, name), getattr(listed, name)
+                assert a.dtype == b.dtype and torch.equal(a, b), (trial, detail, name)
+            if detail == "counts":
+                assert fast.po_box is None and fast.w_box is None
+            if detail == "weights":
+                w = torch.zeros(n_pc, dtype=torch.float64)
+                w.index_add_(0, listed.po_box, listed.po_cnt[listed.po_voxel].double().reciprocal())
+                assert fast.po_box is None
+                assert torch.allclose(fast.w_box, w, rtol=1e-12, atol=0), (trial, fast.w_box, w)

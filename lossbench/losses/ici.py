@@ -35,7 +35,11 @@ from lossbench.cc.api import BACKENDS
 from lossbench.errors import ConfigError, expect
 from lossbench.instances import (
     batch_offsets,
+    bitmap_contains,
+    bitmap_positions,
+    box_row_words,
     box_voxels,
+    box_voxels_numpy,
     centroids_ceil_from_positions,
     component_images,
     count_nonzero_rows,
@@ -46,10 +50,13 @@ from lossbench.instances import (
     multiplicity,
     numpy_ok,
     pair_table,
+    popcount,
+    row_words,
     segment_sum,
     take_flat,
     take_rows,
     threshold_mask,
+    union_bitmap,
     unique_sorted,
 )
 from lossbench.losses._core import (
@@ -226,10 +233,13 @@ def _boxes(centre: torch.Tensor, spatial: tuple[int, ...], cube_size: int) -> tu
     return lo, hi
 
 
-#: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume: the measured
-#: crossover on one CPU core at 96^3, for both centre modes, lies between 4% and 5% (sparse: O(cube voxels log), dense:
-#: O(volume)). The two paths give the same terms up to the float32 summation order (tests run both).
-DENSE_CENTER_FRACTION = 0.05
+#: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume, per sparse
+#: implementation. Crossovers measured on one CPU core at 96^3 (ICI forward+backward, balls of radius 2.5 shifted
+#: by one voxel): CPU row bitmaps (O(cubes x rows)) are faster up to at least 65 % of the volume, dense is faster at
+#: 78 % for the trainable centre (reference: sparse still faster); the voxel listing that other devices run
+#: (O(cube voxels log)) crossed over between 4 % and 5 %. Both paths give the same terms up to the float32
+#: summation order (tests run both).
+DENSE_CENTER_FRACTION = {"bitmap": 0.7, "listing": 0.05}
 
 
 @dataclass
@@ -304,19 +314,27 @@ def _cube_weights(
 
 
 def _sparse_geometry(
-    lo: torch.Tensor, hi: torch.Tensor, img: torch.Tensor, n_lc: int, n_lv: int, n_img: int, spatial: tuple[int, ...]
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    img: torch.Tensor,
+    n_lc: int,
+    n_lv: int,
+    n_img: int,
+    spatial: tuple[int, ...],
+    detail: str,
 ) -> _CenterGeometry:
     """Sparse centre geometry from the cube voxels, found with one sort.
 
     Label cubes are boxes ``0..n_lc-1`` (``n_lv`` voxels in all), prediction cubes the rest; every cube voxel is
-    listed (:func:`lossbench.instances.box_voxels`). CPU tensors run the same steps in numpy (detached integer
-    bookkeeping on arrays of cube-voxel length, where torch's per-call costs dominate): the same voxels in the same
-    order, hence the same tensors.
+    listed (:func:`lossbench.instances.box_voxels`). ``detail``: "counts" (constant reference cubes: the three
+    per-image counts only), "weights" (trainable, linear base: the cube weights ``w_box`` may replace the
+    prediction-only voxels) or "voxels" (trainable: the prediction-only voxels). CPU tensors take
+    :func:`_sparse_geometry_numpy` (row bitmaps).
     """
     n_vox = math.prod(spatial)
+    if numpy_ok(lo):
+        return _sparse_geometry_numpy(lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_img, spatial, detail)
     fl, box = box_voxels(lo, hi, img, spatial)
-    if numpy_ok(fl):
-        return _sparse_geometry_numpy(fl.numpy(), box.numpy(), n_lc, n_lv, n_img, n_vox)
     box_p = box[n_lv:] - n_lc
     uniq, inv = unique_sorted(fl, return_inverse=True)
     n_u = uniq.numel()
@@ -325,52 +343,94 @@ def _sparse_geometry(
     cnt_p = torch.bincount(slot_p, minlength=n_u)
     in_p = cnt_p > 0
     img_u = torch.div(uniq, n_vox, rounding_mode="floor")
-    lonly = in_l & ~in_p
-    ponly = in_p & ~in_l
-    incid = ponly[slot_p]
-    po_index = torch.cumsum(ponly, 0) - 1
     # per image: voxels in a label cube only (code 1), a prediction cube only (2), both (3)
     codes = torch.bincount(img_u * 4 + in_l + 2 * in_p, minlength=4 * n_img).view(n_img, 4)
-    return _CenterGeometry(
-        n_both=codes[:, 3],
-        n_l=codes[:, 1] + codes[:, 3],
-        n_p=codes[:, 2] + codes[:, 3],
-        lonly_pos=uniq[lonly],
-        lonly_img=img_u[lonly],
-        po_img=img_u[ponly],
-        po_cnt=cnt_p[ponly],
-        po_box=box_p[incid],
-        po_voxel=po_index[slot_p[incid]],
-    )
+    geom = _CenterGeometry(
+        n_both=codes[:, 3], n_l=codes[:, 1] + codes[:, 3], n_p=codes[:, 2] + codes[:, 3],
+        lonly_pos=uniq[:0], lonly_img=uniq[:0],
+    )  # fmt: skip
+    if detail != "counts":
+        lonly = in_l & ~in_p
+        ponly = in_p & ~in_l
+        incid = ponly[slot_p]
+        geom.lonly_pos, geom.lonly_img = uniq[lonly], img_u[lonly]
+        geom.po_img, geom.po_cnt, geom.po_box = img_u[ponly], cnt_p[ponly], box_p[incid]
+        geom.po_voxel = (torch.cumsum(ponly, 0) - 1)[slot_p[incid]]
+    return geom
 
 
 def _sparse_geometry_numpy(
-    fl: np.ndarray, box: np.ndarray, n_lc: int, n_lv: int, n_img: int, n_vox: int
+    lo: np.ndarray, hi: np.ndarray, img: np.ndarray, n_lc: int, n_img: int, spatial: tuple[int, ...], detail: str
 ) -> _CenterGeometry:
-    """:func:`_sparse_geometry` in numpy, from the listed cube voxels ``fl`` and their boxes ``box``."""
-    box_p = box[n_lv:] - n_lc
-    uniq, inv = (t.numpy() for t in unique_sorted(torch.from_numpy(fl), return_inverse=True))
-    in_l = np.bincount(inv[:n_lv], minlength=uniq.size) > 0
-    slot_p = inv[n_lv:]
-    cnt_p = np.bincount(slot_p, minlength=uniq.size)
-    in_p = cnt_p > 0
-    img_u = uniq // n_vox
-    lonly = in_l & ~in_p
-    ponly = in_p & ~in_l
-    incid = ponly[slot_p]
-    codes = np.bincount(img_u * 4 + in_l + 2 * in_p, minlength=4 * n_img).reshape(n_img, 4)
+    """:func:`_sparse_geometry` on CPU with row bitmaps, without listing every cube voxel.
+
+    The label-cube and prediction-cube unions are bitmaps of 64-bit words along the last axis
+    (:func:`lossbench.instances.box_row_words`, O(cubes x rows)); the counts are popcounts and the label-only
+    voxels the set bits of ``L & ~P`` (ascending, as the sorted voxels of the listing path). Prediction-only voxels
+    lie only in the prediction-cube words with bits outside ``L``: with ``detail="weights"`` each cube's weight
+    ``w_b = sum over its voxels v outside L of 1 / count(v)`` is the popcount of those bits where no other cube
+    has bits in the same word, and per voxel only in the words several cubes share; with ``detail="voxels"`` only
+    the cubes with such bits are listed voxel by voxel, which gives the listing path's tensors in its order.
+    """
+    n_vox = math.prod(spatial)
+    width = spatial[-1]
+    n_words = n_img * math.prod(spatial[:-1]) * row_words(width)
+    key, mask, box = box_row_words(lo, hi, img, spatial)
+    split = int(np.searchsorted(box, n_lc))  # label cubes' words first
+    in_l = union_bitmap(key[:split], mask[:split], n_words)
+    in_p = union_bitmap(key[split:], mask[split:], n_words)
+
+    def per_image(words: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(popcount(words).reshape(n_img, -1).sum(1))
+
     t = torch.from_numpy
-    return _CenterGeometry(
-        n_both=t(codes[:, 3].copy()),
-        n_l=t(codes[:, 1] + codes[:, 3]),
-        n_p=t(codes[:, 2] + codes[:, 3]),
-        lonly_pos=t(uniq[lonly]),
-        lonly_img=t(img_u[lonly]),
-        po_img=t(img_u[ponly]),
-        po_cnt=t(cnt_p[ponly]),
-        po_box=t(box_p[incid]),
-        po_voxel=t((np.cumsum(ponly) - 1)[slot_p[incid]]),
+    empty = torch.zeros(0, dtype=torch.int64)
+    geom = _CenterGeometry(
+        n_both=per_image(in_l & in_p), n_l=per_image(in_l), n_p=per_image(in_p), lonly_pos=empty, lonly_img=empty
     )
+    if detail == "counts":
+        return geom
+    lonly = bitmap_positions(in_l & ~in_p, width)
+    geom.lonly_pos, geom.lonly_img = t(lonly), t(lonly // n_vox)
+    # the prediction cubes' bits outside every label cube
+    key_p, box_p = key[split:], box[split:] - n_lc
+    out_bits = mask[split:] & ~in_l[key_p]
+    seg = np.flatnonzero(out_bits)
+    n_pc = lo.shape[0] - n_lc
+    if detail == "weights":
+        key_o, bits_o, cube_o = key_p[seg], out_bits[seg], box_p[seg]
+        # words holding bits of two or more cubes: one owner per word, the others reveal it
+        owner = np.empty(n_words, dtype=np.int64)
+        owner[key_o] = np.arange(seg.size)
+        shared = np.zeros(n_words, dtype=bool)
+        shared[key_o[owner[key_o] != np.arange(seg.size)]] = True
+        multi = shared[key_o]
+        alone = np.flatnonzero(~multi)
+        w = np.bincount(cube_o[alone], weights=popcount(bits_o[alone]), minlength=n_pc).astype(np.float64)
+        many = np.flatnonzero(multi)
+        if many.size:
+            on = np.flatnonzero(np.unpackbits(bits_o[many].astype("<u8").view(np.uint8), bitorder="little").view(bool))
+            owner_seg = many[on >> 6]
+            voxel = key_o[owner_seg] * 64 + (on & 63)
+            count = multiplicity(torch.from_numpy(voxel), n_words * 64).numpy()
+            w += np.bincount(cube_o[owner_seg], weights=1.0 / count, minlength=n_pc)
+        geom.w_box = t(w)
+        return geom
+    # detail == "voxels": list the voxels of the cubes with bits outside L and keep those outside L
+    hit = np.zeros(n_pc, dtype=bool)
+    hit[box_p[seg]] = True
+    escaping = np.flatnonzero(hit)
+    fl, local = (
+        box_voxels_numpy(lo[n_lc + escaping], hi[n_lc + escaping], img[n_lc + escaping], spatial)
+        if escaping.size
+        else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    )
+    outside = np.flatnonzero(~bitmap_contains(in_l, fl, width))
+    fl, cube = fl[outside], escaping[local[outside]]
+    uniq, inv = (u.numpy() for u in unique_sorted(torch.from_numpy(fl), return_inverse=True))
+    geom.po_img, geom.po_cnt = t(uniq // n_vox), t(np.bincount(inv, minlength=uniq.size))
+    geom.po_box, geom.po_voxel = t(cube), t(inv)
+    return geom
 
 
 def _center_geometry(
@@ -385,14 +445,15 @@ def _center_geometry(
     """Which voxels the label and prediction cubes cover: sparse (cube voxels only) or dense (whole volume).
 
     ``centre_*`` are the ``ceil(mean index)`` centres; the reference cube covers ``centre - h - 1 .. centre + h - 1``.
-    The sparse path enumerates the cube voxels (:func:`lossbench.instances.box_voxels`): O(cube voxels log). The
+    The sparse path works on the cubes' rows as 64-bit words on CPU (:func:`_sparse_geometry_numpy`, O(cubes x
+    rows)) and enumerates the cube voxels elsewhere (:func:`lossbench.instances.box_voxels`, O(cube voxels log)). The
     dense path counts, for every voxel, the label and the prediction cubes covering it by filtering the histogram
     of the cube centres with a cube-wide window (:func:`lossbench.instances.cube_coverage`): O(voxels) whatever
     the number of cubes (a few contiguous integer passes). It is used when the cubes cover more than
     :data:`DENSE_CENTER_FRACTION` of the batch volume and the trainable map is only needed through linear sums
     (dice-type base without ``squared_pred``): the prediction-cube mass outside the label cubes, ``sum_v avg(v)``,
     is then ``sum_b mean_b * w_b`` with ``w_b = sum_{v in b, v outside label cubes} 1 / count(v)``, gathered over
-    each prediction cube's voxels (:func:`_cube_weights`).
+    each prediction cube's voxels (:func:`_cube_weights`); the CPU sparse path gives the same weights.
     """
     spec = cfg.base
     n_vox = math.prod(spatial)
@@ -406,8 +467,10 @@ def _center_geometry(
     # "no overlapping prediction cubes" test, and the largest box in box_voxels, all size buffers or pick a branch.
     n_lv, cube_voxels = vol[[n_lc, -1]].tolist()
     linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
-    if not (linear and cube_voxels >= DENSE_CENTER_FRACTION * total):
-        return _sparse_geometry(lo, hi, torch.cat([img_l, img_p]), n_lc, n_lv, n_img, spatial)
+    fraction = DENSE_CENTER_FRACTION["bitmap" if numpy_ok(lo) else "listing"]
+    if not (linear and cube_voxels >= fraction * total):
+        detail = "counts" if cfg.center_mode == "reference" else "weights" if linear else "voxels"
+        return _sparse_geometry(lo, hi, torch.cat([img_l, img_p]), n_lc, n_lv, n_img, spatial, detail)
     shape = (n_img, *spatial)
     size = coverage_work_size(shape, half)
     # only the unions of the cubes are materialised (bool, a few byte-wide passes per axis); the trainable map's
@@ -489,30 +552,36 @@ class _SumAndGather(torch.autograd.Function):
     gradient once and scatters the gathered gradients into it in place (duplicate positions accumulate).
 
     With ``sigmoid`` the differentiable input ``x2`` is the logits and ``p2`` the (detached) probabilities
-    ``sigmoid(x2)``: the sigmoid's backward, ``grad * (1 - p) * p``, is applied to the same buffer in place, which
-    saves the separate full-volume gradient of the probabilities. Without it ``x2`` is ``p2`` itself.
+    ``sigmoid(x2)``: the sigmoid's backward, ``grad * (1 - p) * p``, is linear in ``grad``, so the volume is written
+    once as the per-image sum's gradient times ``(1 - p) * p`` and the gathered gradients, times the same factor at
+    their positions, are added to it (no separate full-volume gradient of the probabilities). Without it ``x2`` is
+    ``p2`` itself.
     """
 
     @staticmethod
     def forward(
         ctx: Any, x2: torch.Tensor, p2: torch.Tensor, index: torch.Tensor, sigmoid: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(index, p2 if sigmoid else None)
+        read = p2.reshape(-1).index_select(0, index)
+        ctx.save_for_backward(index, p2 if sigmoid else None, read if sigmoid else None)
         ctx.shape, ctx.dtype, ctx.sigmoid = p2.shape, p2.dtype, sigmoid
-        return p2.sum(1), p2.reshape(-1).index_select(0, index)
+        return p2.sum(1), read
 
     @staticmethod
     def backward(ctx: Any, g_sum: torch.Tensor | None, g_read: torch.Tensor | None) -> tuple[Any, ...]:
-        index, p2 = ctx.saved_tensors
+        index, p2, read = ctx.saved_tensors
         if g_sum is None:
             grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=index.device)
+        elif ctx.sigmoid:  # g * (1 - p) * p in one pass over the volume, from the unmaterialised per-image g
+            grad = torch.ops.aten.sigmoid_backward(g_sum[:, None].expand(ctx.shape), p2)
         else:
             grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=index.device)
             grad.copy_(g_sum[:, None].expand(ctx.shape))
         if g_read is not None:
-            grad.view(-1).index_add_(0, index, g_read.to(grad.dtype))
-        if ctx.sigmoid:
-            grad.addcmul_(grad, p2, value=-1.0).mul_(p2)  # grad * (1 - p) * p, in place
+            g_read = g_read.to(grad.dtype)
+            if ctx.sigmoid:
+                g_read = g_read * (read - read * read)
+            grad.view(-1).index_add_(0, index, g_read)
         return grad, None, None, None
 
 
