@@ -475,6 +475,8 @@ def _pair_table_numpy(
 
 def component_images(counts: torch.Tensor) -> torch.Tensor:
     """Image index of every global id 1..sum(counts), as an int64 tensor of length ``sum(counts)``."""
+    if numpy_ok(counts):
+        return torch.from_numpy(np.repeat(np.arange(counts.numel()), counts.numpy()))
     return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
 
 
@@ -641,7 +643,7 @@ def box_row_words(
     """
     ndim = len(spatial)
     wpl = row_words(spatial[-1])
-    size = np.clip(hi - lo, 0, None)
+    size = np.maximum(hi - lo, 0)
     lead = spatial[:-1]
     strides = np.array([math.prod(lead[d + 1 :]) for d in range(ndim - 1)], dtype=np.int64)
     ext = size[:, :-1].max(0) if lo.shape[0] else np.zeros(ndim - 1, dtype=np.int64)
@@ -687,7 +689,7 @@ def popcount(words: np.ndarray) -> np.ndarray:
 def bitmap_positions(bitmap: np.ndarray, width: int) -> np.ndarray:
     """Flat positions (int64, ascending) of the set bits of a row bitmap of lines of ``width`` voxels."""
     wpl = row_words(width)
-    nz = np.flatnonzero(bitmap)
+    nz = np.flatnonzero(bitmap != 0)
     bits = np.flatnonzero(np.unpackbits(bitmap[nz].astype("<u8").view(np.uint8), bitorder="little").view(bool))
     at = nz[bits >> 6]
     return (at // wpl) * width + (at % wpl) * 64 + (bits & 63)

@@ -747,9 +747,9 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
         n_lv = int((hi - lo).clamp(min=0).prod(1)[:n_lc].sum())
         for detail in ("counts", "voxels", "weights"):
             args = (lo, hi, img, n_lc, n_lv, n_img, spatial, detail)
+            np_args = (lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_img, spatial, detail)
+            fast = ici_mod._sparse_geometry_numpy(*np_args)
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(inst, "NUMPY_ON_CPU", True)
-                fast = ici_mod._sparse_geometry(*args)
                 mp.setattr(inst, "NUMPY_ON_CPU", False)
                 listed = ici_mod._sparse_geometry(*args)
             names = ["n_both", "n_l", "n_p"] + (["lonly_pos", "lonly_img"] if detail != "counts" else [])
@@ -759,8 +759,10 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
                 assert a.dtype == b.dtype and torch.equal(a, b), (trial, detail, name)
             if detail == "counts":
                 assert fast.po_box is None and fast.w_box is None
-            if detail == "weights":
+            if detail == "voxels":  # the cube weights by hand from the listed prediction-only voxels
                 w = torch.zeros(n_pc, dtype=torch.float64)
                 w.index_add_(0, listed.po_box, listed.po_cnt[listed.po_voxel].double().reciprocal())
-                assert fast.po_box is None
+            if detail == "weights":
+                assert fast.po_box is None and listed.po_box is None
                 assert torch.allclose(fast.w_box, w, rtol=1e-12, atol=0), (trial, fast.w_box, w)
+                assert torch.allclose(listed.w_box, w, rtol=1e-12, atol=0), (trial, listed.w_box, w)

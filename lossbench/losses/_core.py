@@ -421,12 +421,14 @@ def entry_loss(
     n_voxels: int,
 ) -> torch.Tensor:
     """Base loss of many binary problems at once from their sums (``elem_sum`` is ignored without ``elem``)."""
-    out = torch.zeros_like(pred)
+    out = None
     if spec.dice is not None:
-        out = out + spec.lambda_dice * dice_from_sums(spec, inter, pred, ground)
+        out = dice_from_sums(spec, inter, pred, ground)
+        out = out if spec.lambda_dice == 1.0 else spec.lambda_dice * out
     if spec.elem is not None:
-        out = out + spec.lambda_elem * elem_sum / n_voxels
-    return out
+        part = spec.lambda_elem * elem_sum / n_voxels
+        out = part if out is None else out + part
+    return torch.zeros_like(pred) if out is None else out
 
 
 def image_sums(

@@ -327,13 +327,11 @@ def _sparse_geometry(
 
     Label cubes are boxes ``0..n_lc-1`` (``n_lv`` voxels in all), prediction cubes the rest; every cube voxel is
     listed (:func:`lossbench.instances.box_voxels`). ``detail``: "counts" (constant reference cubes: the three
-    per-image counts only), "weights" (trainable, linear base: the cube weights ``w_box`` may replace the
-    prediction-only voxels) or "voxels" (trainable: the prediction-only voxels). CPU tensors take
-    :func:`_sparse_geometry_numpy` (row bitmaps).
+    per-image counts only), "weights" (trainable, linear base: the cube weights ``w_box`` instead of the
+    prediction-only voxels) or "voxels" (trainable: the prediction-only voxels). The device-agnostic path; CPU
+    tensors take :func:`_sparse_geometry_numpy` (row bitmaps), which gives the same tensors.
     """
     n_vox = math.prod(spatial)
-    if numpy_ok(lo):
-        return _sparse_geometry_numpy(lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_img, spatial, detail)
     fl, box = box_voxels(lo, hi, img, spatial)
     box_p = box[n_lv:] - n_lc
     uniq, inv = unique_sorted(fl, return_inverse=True)
@@ -354,8 +352,12 @@ def _sparse_geometry(
         ponly = in_p & ~in_l
         incid = ponly[slot_p]
         geom.lonly_pos, geom.lonly_img = uniq[lonly], img_u[lonly]
-        geom.po_img, geom.po_cnt, geom.po_box = img_u[ponly], cnt_p[ponly], box_p[incid]
-        geom.po_voxel = (torch.cumsum(ponly, 0) - 1)[slot_p[incid]]
+        if detail == "weights":  # w_b: sum over the cube's prediction-only voxels of 1 / (cubes covering it)
+            w = torch.zeros(lo.shape[0] - n_lc, dtype=torch.float64, device=lo.device)
+            geom.w_box = w.index_add_(0, box_p[incid], cnt_p[slot_p[incid]].to(torch.float64).reciprocal())
+        else:
+            geom.po_img, geom.po_cnt, geom.po_box = img_u[ponly], cnt_p[ponly], box_p[incid]
+            geom.po_voxel = (torch.cumsum(ponly, 0) - 1)[slot_p[incid]]
     return geom
 
 
@@ -380,14 +382,10 @@ def _sparse_geometry_numpy(
     in_l = union_bitmap(key[:split], mask[:split], n_words)
     in_p = union_bitmap(key[split:], mask[split:], n_words)
 
-    def per_image(words: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(popcount(words).reshape(n_img, -1).sum(1))
-
     t = torch.from_numpy
+    counts = popcount(np.stack([in_l & in_p, in_l, in_p])).reshape(3, n_img, -1).sum(2)  # per image
     empty = torch.zeros(0, dtype=torch.int64)
-    geom = _CenterGeometry(
-        n_both=per_image(in_l & in_p), n_l=per_image(in_l), n_p=per_image(in_p), lonly_pos=empty, lonly_img=empty
-    )
+    geom = _CenterGeometry(n_both=t(counts[0]), n_l=t(counts[1]), n_p=t(counts[2]), lonly_pos=empty, lonly_img=empty)
     if detail == "counts":
         return geom
     lonly = bitmap_positions(in_l & ~in_p, width)
@@ -409,11 +407,13 @@ def _sparse_geometry_numpy(
         w = np.bincount(cube_o[alone], weights=popcount(bits_o[alone]), minlength=n_pc).astype(np.float64)
         many = np.flatnonzero(multi)
         if many.size:
+            # the shared words' voxels, numbered compactly (word representative x 64 + bit) for one bincount
+            key_m = key_o[many]
+            owner[key_m] = np.arange(many.size)
             on = np.flatnonzero(np.unpackbits(bits_o[many].astype("<u8").view(np.uint8), bitorder="little").view(bool))
-            owner_seg = many[on >> 6]
-            voxel = key_o[owner_seg] * 64 + (on & 63)
-            count = multiplicity(torch.from_numpy(voxel), n_words * 64).numpy()
-            w += np.bincount(cube_o[owner_seg], weights=1.0 / count, minlength=n_pc)
+            voxel = owner[key_m[on >> 6]] * 64 + (on & 63)
+            count = np.bincount(voxel, minlength=many.size * 64)[voxel]
+            w += np.bincount(cube_o[many[on >> 6]], weights=1.0 / count, minlength=n_pc)
         geom.w_box = t(w)
         return geom
     # detail == "voxels": list the voxels of the cubes with bits outside L and keep those outside L
@@ -461,15 +461,28 @@ def _center_geometry(
     dev = centre_l.device
     half = _half_widths(spatial, cfg.cube_size)
     n_lc = centre_l.shape[0]
-    lo, hi = _boxes(torch.cat([centre_l, centre_p]), spatial, cfg.cube_size)  # label cubes first
-    vol = torch.cat([lo.new_zeros(1), (hi - lo).clamp(min=0).prod(1).cumsum(0)])  # cube voxels before cube i
-    # Host syncs (a few per call, none per instance): the path choice here, the dense path's count dtype and its
-    # "no overlapping prediction cubes" test, and the largest box in box_voxels, all size buffers or pick a branch.
-    n_lv, cube_voxels = vol[[n_lc, -1]].tolist()
+    centres = torch.cat([centre_l, centre_p])  # label cubes first
+    on_cpu = numpy_ok(centres)
+    if on_cpu:  # the same boxes in numpy, which the row bitmaps take
+        half_np = np.array(half)
+        lo_np = np.maximum(centres.numpy() - half_np - 1, 0)
+        hi_np = np.minimum(centres.numpy() + half_np, np.array(spatial))
+        box_size = np.maximum(hi_np - lo_np, 0).prod(1)
+        n_lv, cube_voxels = int(box_size[:n_lc].sum()), int(box_size.sum())
+    else:
+        lo, hi = _boxes(centres, spatial, cfg.cube_size)
+        vol = torch.cat([lo.new_zeros(1), (hi - lo).clamp(min=0).prod(1).cumsum(0)])  # cube voxels before cube i
+        # Host syncs (a few per call, none per instance): the path choice here, the dense path's count dtype and
+        # its "no overlapping prediction cubes" test, and the largest box in box_voxels; they size buffers or pick
+        # a branch.
+        n_lv, cube_voxels = vol[[n_lc, -1]].tolist()
     linear = cfg.center_mode == "reference" or (spec.elem is None and not spec.squared_pred)
-    fraction = DENSE_CENTER_FRACTION["bitmap" if numpy_ok(lo) else "listing"]
+    fraction = DENSE_CENTER_FRACTION["bitmap" if on_cpu else "listing"]
     if not (linear and cube_voxels >= fraction * total):
         detail = "counts" if cfg.center_mode == "reference" else "weights" if linear else "voxels"
+        if on_cpu:
+            img = np.concatenate([img_l.numpy(), img_p.numpy()])
+            return _sparse_geometry_numpy(lo_np, hi_np, img, n_lc, n_img, spatial, detail)
         return _sparse_geometry(lo, hi, torch.cat([img_l, img_p]), n_lc, n_lv, n_img, spatial, detail)
     shape = (n_img, *spatial)
     size = coverage_work_size(shape, half)
@@ -502,7 +515,6 @@ def _center_value(
     geom: _CenterGeometry,
     p_lonly: torch.Tensor,
     mean_p: torch.Tensor | None,
-    img_p: torch.Tensor,
     n_img: int,
     n_vox: int,
 ) -> torch.Tensor:
@@ -530,17 +542,14 @@ def _center_value(
 
     inter = n_both + per_image(geom.lonly_img, p_lonly)
     pred = n_both + per_image(geom.lonly_img, pred_stat(spec, p_lonly))
+    avg = p_lonly.new_zeros(geom.po_img.numel()).index_add(0, geom.po_voxel, mean_p[geom.po_box])
+    avg = avg / geom.po_cnt.to(dt)
+    pred = pred + per_image(geom.po_img, pred_stat(spec, avg))
     elem = None
-    if geom.w_box is not None:  # dense, linear: mass of the prediction-only voxels through the cube weights
-        pred = pred + per_image(img_p, mean_p * geom.w_box.to(dt))
-    else:
-        avg = p_lonly.new_zeros(geom.po_img.numel()).index_add(0, geom.po_voxel, mean_p[geom.po_box])
-        avg = avg / geom.po_cnt.to(dt)
-        pred = pred + per_image(geom.po_img, pred_stat(spec, avg))
-        if spec.elem is not None:
-            f11 = elementwise(spec, p_lonly.new_ones(1), 1.0)[0]
-            elem = f11 * n_both + per_image(geom.po_img, elementwise(spec, avg, 0.0))
-            elem = elem + per_image(geom.lonly_img, elementwise(spec, p_lonly, 1.0))
+    if spec.elem is not None:
+        f11 = elementwise(spec, p_lonly.new_ones(1), 1.0)[0]
+        elem = f11 * n_both + per_image(geom.po_img, elementwise(spec, avg, 0.0))
+        elem = elem + per_image(geom.lonly_img, elementwise(spec, p_lonly, 1.0))
     return entry_loss(spec, inter, pred, n_l, elem, n_vox).mean()
 
 
@@ -650,40 +659,193 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     img_l = component_images(lab.counts)
     size_l = torch.bincount(lab_ids, minlength=n_l + 1).to(pf.dtype)
 
-    # -- centre geometry (detached), then ONE gather of every probability the loss reads (one backward scatter)
+    # -- centre geometry, the label id of every prediction voxel and the pair table (all detached) -----------
     # the centres of label and prediction components in one pass (prediction ids shifted past the label ids)
     centres = centroids_ceil_from_positions(
         torch.cat([lab_pos, prd_pos]), torch.cat([lab_ids, prd_ids + n_l]), n_l + n_p, spatial
     )
-    centre_l, centre_p = centres[:n_l], centres[n_l:]
-    geom = _center_geometry(cfg, centre_l, img_l, centre_p, img_p, n_img, spatial)
-    n_read = prd_pos.numel() + geom.lonly_pos.numel()
-    # the plain Dice global term (per-image sums, linear denominator) reads the label voxels in the same gather:
-    # sum(p * y) is their per-image sum (the target is binary), sum(y) their number, and sum(p) shares the gather's
-    # backward pass; no full-volume product is formed
-    fused = spec.dice == "dice" and spec.elem is None and not spec.squared_pred and not spec.batch
-    if fused:
-        read_index = torch.cat([prd_pos, geom.lonly_pos, y_pos])
-        if prep.logits is not None and prep.logits.requires_grad:  # sigmoid: its backward joins the gather's
-            x2, p2 = prep.logits.reshape(n_img, n_vox), pf.detach().view(n_img, n_vox)
-            psum_g, p_read = _SumAndGather.apply(x2, p2, read_index, True)
-        else:
-            psum_g, p_read = _SumAndGather.apply(pf.view(n_img, n_vox), pf.view(n_img, n_vox), read_index, False)
-        img_y = torch.div(y_pos, n_vox, rounding_mode="floor")
-        inter_g = pf.new_zeros(n_img).index_add(0, img_y, p_read[n_read:])
-        glob = dice_from_sums(spec, inter_g, psum_g, torch.bincount(img_y, minlength=n_img).to(pf.dtype)).mean()
-    else:
-        p_read = pf.index_select(0, torch.cat([prd_pos, geom.lonly_pos]))  # backward: one index_add
-        glob = baseline_terms(spec, prep)["total"]
-    p_sel, p_lonly = p_read[: prd_pos.numel()], p_read[prd_pos.numel() : n_read]
-
-    # -- per-component sums over prediction voxels, pair table over the voxels shared with a label instance ---
+    geom = _center_geometry(cfg, centres[:n_l], img_l, centres[n_l:], img_p, n_img, spatial)
     _, gl_sel = foreground_ids(lab, prd_pos)  # label id (or 0) of every prediction voxel
-    bg_sel = (gl_sel == 0).to(pf.dtype)
-    stat_sel = pred_stat(spec, p_sel)
     pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p)
+    st = _Structure(
+        n_img, n_ch, n_vox, n_l, n_p, img_l, img_p, lab.counts, counts_p, size_l, y_pos, prd_pos, prd_ids, gl_sel,
+        pair_n, pair_m, overlap, both, vpair, geom,
+    )  # fmt: skip
+    terms = _linear_terms if spec.elem is None and not spec.squared_pred else _general_terms
+    glob, inst_vals, center, pred_vals = terms(cfg, prep, st)
+
+    p2 = p.reshape(n_img, n_vox)
+    empty_l = torch.nonzero(lab.counts == 0, as_tuple=True)[0]
+    if empty_l.numel():
+        # an image without label instance: one entry, the whole-image base(prob, 0)
+        p_e = p2[empty_l]
+        e_vals = entry_loss(spec, *image_sums(spec, p_e, torch.zeros_like(p_e)), n_vox)
+        inst_vals, img_inst = torch.cat([inst_vals, e_vals]), torch.cat([img_l, empty_l])
+    else:
+        img_inst = img_l
+    out = {"global": glob, "instance": _reduce(inst_vals, img_inst, n_img, n_ch, cfg.reduction)}
+    if pred_vals is not None:  # DICI's predicted-instance term
+        empty_p = torch.nonzero(counts_p == 0, as_tuple=True)[0]
+        img_pred = img_p
+        if empty_p.numel():
+            y2 = y.reshape(n_img, n_vox)
+            ep_vals = entry_loss(spec, *image_sums(spec, p2[empty_p], y2[empty_p].to(pf.dtype)), n_vox)
+            pred_vals, img_pred = torch.cat([pred_vals, ep_vals]), torch.cat([img_p, empty_p])
+        out["predicted"] = _reduce(pred_vals, img_pred, n_img, n_ch, cfg.reduction)
+        out["center"] = center
+        out["total"] = cfg.a * glob + cfg.b * out["instance"] + cfg.c * out["predicted"] + cfg.d * center
+    else:
+        out["center"] = center
+        out["total"] = cfg.a * glob + cfg.b * out["instance"] + cfg.c * center
+    return out
+
+
+@dataclass
+class _Structure:
+    """The detached bookkeeping of one call: components, ids at the foreground voxels, pairs, centre geometry."""
+
+    n_img: int
+    n_ch: int
+    n_vox: int
+    n_l: int  # label instances of the batch
+    n_p: int  # used prediction components of the batch
+    img_l: torch.Tensor  # image of every label instance
+    img_p: torch.Tensor  # image of every prediction component
+    counts_l: torch.Tensor  # label instances per image
+    counts_p: torch.Tensor  # prediction components per image
+    size_l: torch.Tensor  # voxels per label id 0..n_l (float)
+    y_pos: torch.Tensor  # flat positions of the label voxels
+    prd_pos: torch.Tensor  # flat positions of the prediction-component voxels
+    prd_ids: torch.Tensor  # their prediction ids 1..n_p
+    gl_sel: torch.Tensor  # their label ids (0 = background)
+    pair_n: torch.Tensor  # pair table: label id, prediction id, shared voxels
+    pair_m: torch.Tensor
+    overlap: torch.Tensor
+    both: torch.Tensor  # prediction voxels inside a label instance
+    vpair: torch.Tensor  # pair of each of those voxels
+    geom: _CenterGeometry
+
+
+def _gather(prep: Prepared, st: _Structure, index: torch.Tensor, with_sums: bool) -> tuple[Any, torch.Tensor]:
+    """``p`` at flat positions ``index`` (one backward scatter), with the per-image ``sum(p)`` if ``with_sums``."""
+    pf = prep.prob.reshape(-1)
+    if not with_sums:
+        return None, pf.index_select(0, index)
+    shape = (st.n_img, st.n_vox)
+    if prep.logits is not None and prep.logits.requires_grad:  # sigmoid: its backward joins the gather's
+        return _SumAndGather.apply(prep.logits.reshape(shape), pf.detach().view(shape), index, True)
+    return _SumAndGather.apply(pf.view(shape), pf.view(shape), index, False)
+
+
+def _reference_center(cfg: ICIConfig, st: _Structure, p_read: torch.Tensor) -> torch.Tensor:
+    """The constant-cube centre term, kept on the graph with an identically zero gradient (``.backward()`` works)."""
+    center = _center_value(cfg, st.geom, p_read[:0], None, st.n_img, st.n_vox)
+    return center + 0.0 * p_read.sum() if p_read.requires_grad else center
+
+
+def _linear_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, ...]:
+    """Terms of a base whose sums are linear in ``p`` (dice-type without ``squared_pred``): two ``index_add``.
+
+    Stage 1 sums the gathered probabilities into slots: per pair (the shared voxels), per prediction component
+    (all its voxels; its background voxels, as ``p * stopgrad(p)`` for "remove_detached"), per image (its label
+    voxels for the global term; the label-cube voxels no prediction cube covers). Stage 2 sums slots into the
+    per-instance ``I`` and ``P`` (over the pair table, as ``tp_mode`` says), the prediction-cube mass outside the
+    label cubes (``sum_b mean_b * w_b``) and DICI's per-component ``I``. The base loss then runs on the sums.
+    """
+    spec = cfg.base
+    pf = prep.prob.reshape(-1)
+    dt, dev = pf.dtype, pf.device
+    n_l, n_p, n_img, geom = st.n_l, st.n_p, st.n_img, st.geom
+    n_pairs = st.pair_n.numel()
+    s_bg = n_pairs + n_p  # slots: pairs | components | components' background | label voxels | label-only voxels
+    s_glob = s_bg + n_p
+    s_lonly = s_glob + n_img
+    fused = spec.dice == "dice" and not spec.batch  # the global term's sums from the label voxels (same gather)
+    comp_slot = n_pairs - 1 + st.prd_ids
+    if cfg.tp_mode == "keep":  # only the shared voxels, per pair
+        second_pos, second_slot = st.prd_pos[st.both], st.vpair
+    else:  # shared voxels per pair, the others per component background
+        second_pos, second_slot = st.prd_pos, s_bg - 1 + st.prd_ids
+        second_slot[st.both] = st.vpair
+    pos = [st.prd_pos, second_pos, geom.lonly_pos]
+    slot = [comp_slot, second_slot, s_lonly + geom.lonly_img]
+    if fused:
+        pos.append(st.y_pos)
+        slot.append(s_glob + torch.div(st.y_pos, st.n_vox, rounding_mode="floor"))
+    psum_g, p_read = _gather(prep, st, torch.cat(pos), fused)
+    vals = p_read
+    if cfg.tp_mode == "remove_detached":  # background voxels enter as p * stopgrad(p)
+        n_sel = st.prd_pos.numel()
+        factor = torch.ones_like(p_read)
+        bg = n_sel + flat_nonzero(~st.both)
+        factor[bg] = p_read.detach()[bg]
+        vals = p_read * factor
+    seg = pf.new_zeros(s_lonly + n_img).index_add(0, torch.cat(slot), vals)
+
+    pairs = torch.arange(n_pairs, device=dev)
+    into_n, into_p = st.pair_n - 1, n_l - 1 + st.pair_n
+    src = [pairs]
+    dst = [into_n]
+    if cfg.tp_mode == "keep":  # P_n: the whole touching components
+        src.append(n_pairs - 1 + st.pair_m)
+        dst.append(into_p)
+    else:  # P_n: the shared voxels and the touching components' background
+        src += [pairs, s_bg - 1 + st.pair_m]
+        dst += [into_p, into_p]
+    weight = None
+    trainable = cfg.center_mode == "trainable"
+    if trainable:  # prediction-cube mass outside the label cubes: sum_b mean_b * w_b
+        size_p = torch.bincount(st.prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
+        w_c = geom.w_box.to(dt) / size_p.to(dt)
+        weight = torch.cat([torch.ones(sum(s.numel() for s in src), dtype=dt, device=dev), w_c])
+        src.append(n_pairs + torch.arange(n_p, device=dev))
+        dst.append(2 * n_l + st.img_p)
+    if cfg.dual:  # DICI: I_m over the pairs
+        src.append(pairs)
+        dst.append(2 * n_l + n_img - 1 + st.pair_m)
+        if weight is not None:
+            weight = torch.cat([weight, torch.ones(n_pairs, dtype=dt, device=dev)])
+    terms = seg.index_select(0, torch.cat(src))
+    acc = pf.new_zeros(2 * n_l + n_img + (n_p if cfg.dual else 0))
+    acc = acc.index_add(0, torch.cat(dst), terms if weight is None else terms * weight)
+
+    inst_vals = entry_loss(spec, acc[:n_l], acc[n_l : 2 * n_l], st.size_l[1:], None, st.n_vox)
+    if fused:
+        ground_g = torch.bincount(slot[-1] - s_glob, minlength=n_img).to(dt)
+        glob = dice_from_sums(spec, seg[s_glob:s_lonly], psum_g, ground_g).mean()
+    else:
+        glob = baseline_terms(spec, prep)["total"]
+    if trainable:
+        n_both = geom.n_both.to(dt)
+        inter = n_both + seg[s_lonly:]
+        pred = inter + acc[2 * n_l : 2 * n_l + n_img]
+        center = entry_loss(spec, inter, pred, geom.n_l.to(dt), None, st.n_vox).mean()
+    else:
+        center = _reference_center(cfg, st, p_read)
+    pred_vals = None
+    if cfg.dual:
+        ground_m = pf.new_zeros(n_p + 1).index_add(0, st.pair_m, st.size_l[st.pair_n])[1:]
+        pred_vals = entry_loss(spec, acc[2 * n_l + n_img :], seg[n_pairs:s_bg], ground_m, None, st.n_vox)
+    return glob, inst_vals, center, pred_vals
+
+
+def _general_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, ...]:
+    """Terms of any base (``squared_pred``, cross-entropy and focal parts).
+
+    Per-voxel statistics are summed per component and per pair, then per instance over the pair table.
+    """
+    spec = cfg.base
+    pf = prep.prob.reshape(-1)
+    n_l, n_p, geom = st.n_l, st.n_p, st.geom
+    n_sel = st.prd_pos.numel()
+    p_read = _gather(prep, st, torch.cat([st.prd_pos, geom.lonly_pos]), False)[1]
+    glob = baseline_terms(spec, prep)["total"]
+    p_sel, p_lonly = p_read[:n_sel], p_read[n_sel:]
+    prd_ids, pair_n, pair_m, vpair = st.prd_ids, st.pair_n, st.pair_m, st.vpair
+    bg_sel = (st.gl_sel == 0).to(pf.dtype)
+    stat_sel = pred_stat(spec, p_sel)
     n_pairs = pair_n.numel()
-    pb = p_sel.index_select(0, flat_nonzero(both))
+    pb = p_sel.index_select(0, flat_nonzero(st.both))
     t_p = pf.new_zeros(n_pairs).index_add(0, vpair, pb)
     t_stat = t_p if not spec.squared_pred else pf.new_zeros(n_pairs).index_add(0, vpair, pb * pb)
     s_m = segment_sum(stat_sel, prd_ids, n_p)  # whole component
@@ -697,12 +859,12 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
 
     inter_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, t_p)[1:]
     pred_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, w_pair)[1:]
-    ground_n = size_l[1:]
+    ground_n = st.size_l[1:]
     elem_n = f01 = f1_pair = None
     if spec.elem is not None:
         f01 = elementwise(spec, pf.new_zeros(1), 1.0)[0].detach()
         f1_pair = pf.new_zeros(n_pairs).index_add(0, vpair, elementwise(spec, pb, 1.0))
-        covered_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, overlap.to(pf.dtype))[1:]
+        covered_n = pf.new_zeros(n_l + 1).index_add(0, pair_n, st.overlap.to(pf.dtype))[1:]
         q_bg = p_sel * p_sel.detach() if cfg.tp_mode == "remove_detached" else p_sel
         fb_m = segment_sum(elementwise(spec, q_bg, 0.0) * bg_sel, prd_ids, n_p)
         extra_pair = fb_m[pair_m]
@@ -711,54 +873,28 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
             f0_pair = pf.new_zeros(n_pairs).index_add(0, vpair, elementwise(spec, pb, 0.0))
             extra_pair = extra_pair + fl0_m[pair_m] - f0_pair
         elem_n = f01 * (ground_n - covered_n) + pf.new_zeros(n_l + 1).index_add(0, pair_n, f1_pair + extra_pair)[1:]
-    inst_vals = entry_loss(spec, inter_n, pred_n, ground_n, elem_n, n_vox)
+    inst_vals = entry_loss(spec, inter_n, pred_n, ground_n, elem_n, st.n_vox)
 
-    p2 = p.reshape(n_img, n_vox)
-    y2 = y.reshape(n_img, n_vox)
-    empty_l = torch.nonzero(lab.counts == 0, as_tuple=True)[0]
-    if empty_l.numel():
-        # an image without label instance: one entry, the whole-image base(prob, 0)
-        p_e = p2[empty_l]
-        e_vals = entry_loss(spec, *image_sums(spec, p_e, torch.zeros_like(p_e)), n_vox)
-        inst_vals, img_inst = torch.cat([inst_vals, e_vals]), torch.cat([img_l, empty_l])
-    else:
-        img_inst = img_l
-    instance = _reduce(inst_vals, img_inst, n_img, n_ch, cfg.reduction)
-
-    mean_p = None
     if cfg.center_mode == "trainable":
         sum_p = s_m if not spec.squared_pred else segment_sum(p_sel, prd_ids, n_p)  # s_m sums p itself
         mean_p = sum_p[1:] / torch.bincount(prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
-    center = _center_value(cfg, geom, p_lonly, mean_p, img_p, n_img, n_vox)
-    if p_read.requires_grad and not center.requires_grad:
-        # constant cubes: keep the term on the graph (so .backward() works) with an identically zero gradient
-        center = center + 0.0 * p_read.sum()
-    out = {"global": glob, "instance": instance}
+        center = _center_value(cfg, geom, p_lonly, mean_p, st.n_img, st.n_vox)
+    else:
+        center = _reference_center(cfg, st, p_read)
 
-    # -- predicted-instance term (DICI) ---------------------------------------------------------------------
+    pred_vals = None
     if cfg.dual:
         inter_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, t_p)[1:]
         pred_m = s_m[1:]
-        ground_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, size_l[pair_n])[1:]
+        ground_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, st.size_l[pair_n])[1:]
         elem_m = None
         if spec.elem is not None:
-            covered_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, overlap.to(pf.dtype))[1:]
+            covered_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, st.overlap.to(pf.dtype))[1:]
             f0_bg = segment_sum(elementwise(spec, p_sel, 0.0) * bg_sel, prd_ids, n_p)
             f1_m = pf.new_zeros(n_p + 1).index_add(0, pair_m, f1_pair)
             elem_m = f01 * (ground_m - covered_m) + (f0_bg + f1_m)[1:]
-        pred_vals = entry_loss(spec, inter_m, pred_m, ground_m, elem_m, n_vox)
-        empty_p = torch.nonzero(counts_p == 0, as_tuple=True)[0]
-        img_pred = img_p
-        if empty_p.numel():
-            ep_vals = entry_loss(spec, *image_sums(spec, p2[empty_p], y2[empty_p].to(pf.dtype)), n_vox)
-            pred_vals, img_pred = torch.cat([pred_vals, ep_vals]), torch.cat([img_p, empty_p])
-        out["predicted"] = _reduce(pred_vals, img_pred, n_img, n_ch, cfg.reduction)
-        out["center"] = center
-        out["total"] = cfg.a * glob + cfg.b * instance + cfg.c * out["predicted"] + cfg.d * center
-    else:
-        out["center"] = center
-        out["total"] = cfg.a * glob + cfg.b * instance + cfg.c * center
-    return out
+        pred_vals = entry_loss(spec, inter_m, pred_m, ground_m, elem_m, st.n_vox)
+    return glob, inst_vals, center, pred_vals
 
 
 # ----------------------------------------------------------------------------------------------------------------
