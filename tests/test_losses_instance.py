@@ -766,3 +766,48 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
                 assert fast.po_box is None and listed.po_box is None
                 assert torch.allclose(fast.w_box, w, rtol=1e-12, atol=0), (trial, fast.w_box, w)
                 assert torch.allclose(listed.w_box, w, rtol=1e-12, atol=0), (trial, listed.w_box, w)
+
+
+@pytest.mark.parametrize("name", ["ici", "dici"])
+@pytest.mark.parametrize(
+    "base",
+    ["dice", {"name": "dice", "jaccard": True}, {"name": "dice", "batch": True}, {"name": "dice", "smooth_nr": 0.5}],
+)
+def test_linear_terms_equal_general_terms(name, base):
+    """The two-stage slot sums of a linear base against the per-voxel general implementation: values and gradients,
+    every tp_mode, both centre modes, both reductions, probabilities and logits."""
+    import lossbench.losses.ici as ici_mod
+
+    # label blobs; the prediction shifts some, misses one (label-only centre voxels) and adds spurious ones
+    # (prediction-only centre voxels, overlapping cubes), with low noise so that no noise voxel crosses 0.5
+    rng = np.random.default_rng(51)
+    y = np.zeros((2, 1, 18, 20, 16), dtype=bool)
+    pm = np.zeros(y.shape)
+    for b in range(2):
+        for k in range(6):
+            lo = rng.integers(0, 14, size=3)
+            y[b, 0, lo[0] : lo[0] + 3, lo[1] : lo[1] + 4, lo[2] : lo[2] + 2] = True
+            if k > 0:  # blob 0 is missed
+                pm[b, 0, lo[0] : lo[0] + 3, lo[1] + 1 : lo[1] + 5, lo[2] : lo[2] + 2] = 1
+        for lo in rng.integers(0, 15, size=(3, 3)):
+            pm[b, 0, lo[0] : lo[0] + 2, lo[1] : lo[1] + 2, lo[2] : lo[2] + 2] = 1
+    p = torch.from_numpy(np.clip(0.1 + 0.75 * pm + rng.normal(0, 0.05, pm.shape), 0.01, 0.99))
+    y = torch.from_numpy(y).to(p.dtype)
+    x = torch.logit(p)
+    for tp_mode in ("keep", "remove", "remove_detached"):
+        for center_mode, reduction in (("trainable", "instance"), ("reference", "image")):
+            for sig, inp in ((False, p), (True, x)):
+                results = []
+                for general in (False, True):
+                    with pytest.MonkeyPatch.context() as mp:  # (the code_path fixture keeps its own patches)
+                        if general:
+                            mp.setattr(ici_mod, "_linear_terms", ici_mod._general_terms)
+                        leaf = inp.clone().requires_grad_(True)
+                        kw = {"tp_mode": tp_mode, "center_mode": center_mode, "reduction": reduction, "sigmoid": sig}
+                        terms = build_loss(name, base=base, **kw).terms(leaf, y)
+                        terms["total"].backward()
+                        results.append(({k: v.detach() for k, v in terms.items()}, leaf.grad))
+                (t_lin, g_lin), (t_gen, g_gen) = results
+                for k in t_gen:
+                    assert torch.allclose(t_lin[k], t_gen[k], rtol=1e-5, atol=1e-6), (tp_mode, center_mode, sig, k)
+                assert torch.allclose(g_lin, g_gen, rtol=1e-4, atol=1e-7), (tp_mode, center_mode, sig)

@@ -515,6 +515,7 @@ def _center_value(
     geom: _CenterGeometry,
     p_lonly: torch.Tensor,
     mean_p: torch.Tensor | None,
+    img_p: torch.Tensor,
     n_img: int,
     n_vox: int,
 ) -> torch.Tensor:
@@ -542,14 +543,17 @@ def _center_value(
 
     inter = n_both + per_image(geom.lonly_img, p_lonly)
     pred = n_both + per_image(geom.lonly_img, pred_stat(spec, p_lonly))
-    avg = p_lonly.new_zeros(geom.po_img.numel()).index_add(0, geom.po_voxel, mean_p[geom.po_box])
-    avg = avg / geom.po_cnt.to(dt)
-    pred = pred + per_image(geom.po_img, pred_stat(spec, avg))
     elem = None
-    if spec.elem is not None:
-        f11 = elementwise(spec, p_lonly.new_ones(1), 1.0)[0]
-        elem = f11 * n_both + per_image(geom.po_img, elementwise(spec, avg, 0.0))
-        elem = elem + per_image(geom.lonly_img, elementwise(spec, p_lonly, 1.0))
+    if geom.w_box is not None:  # linear base: mass of the prediction-only voxels through the cube weights
+        pred = pred + per_image(img_p, mean_p * geom.w_box.to(dt))
+    else:
+        avg = p_lonly.new_zeros(geom.po_img.numel()).index_add(0, geom.po_voxel, mean_p[geom.po_box])
+        avg = avg / geom.po_cnt.to(dt)
+        pred = pred + per_image(geom.po_img, pred_stat(spec, avg))
+        if spec.elem is not None:
+            f11 = elementwise(spec, p_lonly.new_ones(1), 1.0)[0]
+            elem = f11 * n_both + per_image(geom.po_img, elementwise(spec, avg, 0.0))
+            elem = elem + per_image(geom.lonly_img, elementwise(spec, p_lonly, 1.0))
     return entry_loss(spec, inter, pred, n_l, elem, n_vox).mean()
 
 
@@ -739,7 +743,7 @@ def _gather(prep: Prepared, st: _Structure, index: torch.Tensor, with_sums: bool
 
 def _reference_center(cfg: ICIConfig, st: _Structure, p_read: torch.Tensor) -> torch.Tensor:
     """The constant-cube centre term, kept on the graph with an identically zero gradient (``.backward()`` works)."""
-    center = _center_value(cfg, st.geom, p_read[:0], None, st.n_img, st.n_vox)
+    center = _center_value(cfg, st.geom, p_read[:0], None, st.img_p, st.n_img, st.n_vox)
     return center + 0.0 * p_read.sum() if p_read.requires_grad else center
 
 
@@ -832,7 +836,8 @@ def _linear_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, 
 def _general_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, ...]:
     """Terms of any base (``squared_pred``, cross-entropy and focal parts).
 
-    Per-voxel statistics are summed per component and per pair, then per instance over the pair table.
+    Per-voxel statistics are summed per component and per pair, then per instance over the pair table. Linear
+    bases take :func:`_linear_terms` (the same values, fewer calls); the tests check the two against each other.
     """
     spec = cfg.base
     pf = prep.prob.reshape(-1)
@@ -878,7 +883,7 @@ def _general_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any,
     if cfg.center_mode == "trainable":
         sum_p = s_m if not spec.squared_pred else segment_sum(p_sel, prd_ids, n_p)  # s_m sums p itself
         mean_p = sum_p[1:] / torch.bincount(prd_ids, minlength=n_p + 1)[1:].clamp(min=1)
-        center = _center_value(cfg, geom, p_lonly, mean_p, st.n_img, st.n_vox)
+        center = _center_value(cfg, geom, p_lonly, mean_p, st.img_p, st.n_img, st.n_vox)
     else:
         center = _reference_center(cfg, st, p_read)
 
