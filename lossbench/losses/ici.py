@@ -18,7 +18,11 @@ its base-loss sums are assembled from
   voxels inside any label instance),
 
 then added per instance with ``index_add`` over the pair table. Gradients reach the prediction only
-through these probability sums, exactly as in the reference code.
+through these probability sums, exactly as in the reference code. For a base whose sums are linear in the
+probabilities (dice-type without ``squared_pred``, the default) all of it is two ``index_add`` calls over slot
+tables (:func:`_linear_terms`); other bases sum per-voxel statistics term by term (:func:`_general_terms`).
+The centre term's cube geometry is detached bookkeeping: row bitmaps on CPU, a voxel listing elsewhere, or a
+dense coverage grid when the cubes cover most of the volume (:func:`_center_geometry`).
 """
 
 from __future__ import annotations
