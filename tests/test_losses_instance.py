@@ -649,7 +649,10 @@ def test_sigmoid_equals_probabilities(shape):
     # values and gradients w.r.t. the logits: ICI/DICI fold the sigmoid's backward into their own (one volume pass)
     p, y = random_scene(12, shape, batch=2)
     x = torch.logit(p).detach().requires_grad_(True)
-    configs = (("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("dici", {}), ("blob", {}))
+    configs = (
+        ("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("dici", {}), ("blob", {}),
+        ("blob", {"base": "dicece"}), ("inverse_weighting", {}), ("inverse_weighting", {"base": "bce"}),
+    )  # fmt: skip
     for name, kw in configs:
         a = build_loss(name, sigmoid=True, **kw).terms(x, y)
         xs = x.detach().clone().requires_grad_(True)
@@ -811,3 +814,28 @@ def test_linear_terms_equal_general_terms(name, base):
                 for k in t_gen:
                     assert torch.allclose(t_lin[k], t_gen[k], rtol=1e-5, atol=1e-6), (tp_mode, center_mode, sig, k)
                 assert torch.allclose(g_lin, g_gen, rtol=1e-4, atol=1e-7), (tp_mode, center_mode, sig)
+
+
+@pytest.mark.parametrize("square", [False, True])
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_sum_and_gather_equals_autograd(square, sigmoid):
+    """Per-image sum(p) / sum(p^2) and a gather with repeated positions, against plain autograd (values, gradients)."""
+    from lossbench.losses._core import Prepared, sum_and_gather
+
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 7, 7, 59, 60, 119, 3, 60])  # flat positions in the (6, 20) images, some repeated
+    prob = torch.sigmoid(x) if sigmoid else x.sigmoid().detach().requires_grad_(True)
+    leaf = x if sigmoid else prob
+    prep = Prepared(prob, x if sigmoid else None, torch.zeros_like(prob))
+    sums, vals = sum_and_gather(prep, index, square=square)
+    flat = prob.reshape(6, 20)
+    ref_sums = (flat * flat).sum(1) if square else flat.sum(1)
+    ref_vals = flat.reshape(-1)[index]
+    assert torch.allclose(sums, ref_sums) and torch.allclose(vals, ref_vals)
+    wa, wb = torch.randn(6, dtype=torch.float64), torch.randn(index.numel(), dtype=torch.float64)
+    g = torch.autograd.grad((sums * wa).sum() + (vals * wb).sum(), leaf)[0]
+    g_ref = torch.autograd.grad((ref_sums * wa).sum() + (ref_vals * wb).sum(), leaf, retain_graph=True)[0]
+    assert torch.allclose(g, g_ref, atol=1e-12)
+    g_sum_only = torch.autograd.grad(sum_and_gather(prep, index, square=square)[0].sum(), leaf)[0]
+    assert torch.allclose(g_sum_only, torch.autograd.grad(ref_sums.sum(), leaf)[0], atol=1e-12)

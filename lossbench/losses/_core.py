@@ -42,6 +42,7 @@ __all__ = [
     "entry_loss",
     "image_sums",
     "baseline_terms",
+    "sum_and_gather",
 ]
 
 #: Names usable as the ``base`` of ici / dici / blob (the registered pixel-wise baselines).
@@ -440,6 +441,67 @@ def image_sums(
     ground = (y * y if spec.squared_pred else y).sum(1)
     elem = elementwise(spec, q, y).sum(1) if spec.elem is not None else None
     return inter, pred, ground, elem
+
+
+class _SumAndGather(torch.autograd.Function):
+    """Per-image ``sum(p)`` (or ``sum(p^2)``) and a gather of ``p`` at flat positions, one backward volume pass.
+
+    Separately, autograd would build the sum's gradient (an expanded volume) and, for the gather, a zero volume
+    with the gathered gradients scattered into it, then add the two volumes. Here the backward writes the sum's
+    gradient once and scatters the gathered gradients into it in place (duplicate positions accumulate).
+
+    With ``sigmoid`` the differentiable input ``x2`` is the logits and ``p2`` the (detached) probabilities
+    ``sigmoid(x2)``: the sigmoid's backward, ``grad * (1 - p) * p``, is linear in ``grad``, so the volume is written
+    once as the per-image sum's gradient times ``(1 - p) * p`` and the gathered gradients, times the same factor at
+    their positions, are added to it (no separate full-volume gradient of the probabilities). Without it ``x2`` is
+    ``p2`` itself.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x2: torch.Tensor, p2: torch.Tensor, index: torch.Tensor, sigmoid: bool, square: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        read = p2.reshape(-1).index_select(0, index)
+        ctx.save_for_backward(index, p2 if sigmoid or square else None, read if sigmoid else None)
+        ctx.shape, ctx.dtype, ctx.sigmoid, ctx.square = p2.shape, p2.dtype, sigmoid, square
+        sums = torch.linalg.vecdot(p2, p2) if square else p2.sum(1)
+        return sums, read
+
+    @staticmethod
+    def backward(ctx: Any, g_sum: torch.Tensor | None, g_read: torch.Tensor | None) -> tuple[Any, ...]:
+        index, p2, read = ctx.saved_tensors
+        if g_sum is None:
+            grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=index.device)
+        elif ctx.square:  # d sum(p^2) = 2 p g
+            grad = p2 * (2.0 * g_sum)[:, None]
+            if ctx.sigmoid:
+                grad = torch.ops.aten.sigmoid_backward(grad, p2)
+        elif ctx.sigmoid:  # g * (1 - p) * p in one pass over the volume, from the unmaterialised per-image g
+            grad = torch.ops.aten.sigmoid_backward(g_sum[:, None].expand(ctx.shape), p2)
+        else:
+            grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=index.device)
+            grad.copy_(g_sum[:, None].expand(ctx.shape))
+        if g_read is not None:
+            g_read = g_read.to(grad.dtype)
+            if ctx.sigmoid:
+                g_read = g_read * (read - read * read)
+            grad.view(-1).index_add_(0, index, g_read)
+        return grad, None, None, None, None
+
+
+def sum_and_gather(prep: Prepared, index: torch.Tensor, *, square: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (image, channel) ``sum(p)`` (``sum(p^2)`` with ``square``) and ``p`` at flat positions ``index``.
+
+    ``index`` points into the flattened ``(B * C', *spatial)`` probabilities. Both outputs are differentiable and
+    share one backward pass over the volume (:class:`_SumAndGather`); with ``sigmoid=True`` inputs the gradient
+    goes straight to the logits. Returns ``(sums (B * C',), values (len(index),))``.
+    """
+    p = prep.prob
+    shape = (p.shape[0] * p.shape[1], math.prod(p.shape[2:]))
+    pf = p.reshape(-1)
+    if prep.logits is not None and prep.logits.requires_grad:  # sigmoid: its backward joins the gather's
+        return _SumAndGather.apply(prep.logits.reshape(shape), pf.detach().view(shape), index, True, square)
+    return _SumAndGather.apply(pf.view(shape), pf.view(shape), index, False, square)
 
 
 def baseline_terms(spec: BaseSpec, prep: Prepared) -> dict[str, torch.Tensor]:

@@ -29,10 +29,12 @@ from lossbench.losses._core import (
     baseline_terms,
     check_choice,
     check_nonneg,
+    dice_from_sums,
     elementwise,
     entry_loss,
     make_base_spec,
     pred_stat,
+    sum_and_gather,
 )
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
@@ -56,9 +58,25 @@ def _blob_terms(
     # per-instance sums run over the label voxels only (one gather, one backward scatter); the background sums are
     # one masked reduction per image. Host syncs: the instance count and the foreground positions, once per call.
     # (the maxpool backend may drop a voxel, a reference quirk: only labelled voxels are kept)
+    zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
+    # Dice-type base, linear sums, per-image Dice as the main term: every sum comes from the label voxels and the
+    # per-image sum(p), read in one gather (one backward pass over the volume): sum over the background voxels is
+    # sum(p) minus the label voxels' sum, and the main Dice's intersection is that label-voxel sum
+    fused = spec.dice == "dice" and spec.elem is None and not spec.squared_pred and not spec.batch
+    if fused:
+        # every label voxel (one the maxpool backend leaves unlabelled reads id 0: in no instance, not background)
+        pos, ids = foreground_ids(lab, flat_nonzero(lab_mask))
+        psum, p_fg = sum_and_gather(prep, pos)
+        img_fg = torch.div(pos, n_vox, rounding_mode="floor")
+        fg_sum = p2.new_zeros(n_img).index_add(0, img_fg, p_fg)
+        inter = segment_sum(p_fg, ids, n_l)[1:]
+        pred = inter + (psum - fg_sum)[img_l]
+        ground = torch.bincount(ids, minlength=n_l + 1)[1:].to(p2.dtype)
+        n_fg = torch.bincount(img_fg, minlength=n_img).to(p2.dtype)
+        main = dice_from_sums(spec, fg_sum, psum, n_fg).mean()
+        return _finish(alpha, beta, p2, lab.counts, img_l, entry_loss(spec, inter, pred, ground, None, n_vox), main)
     pos, ids = foreground_ids(lab, flat_nonzero(lab_mask), drop_unlabelled=True)
     p_fg = p2.reshape(-1).index_select(0, pos)
-    zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
     inter = segment_sum(p_fg, ids, n_l)[1:]
     stat = pred_stat(spec, p2)
     inst_stat = inter if not spec.squared_pred else segment_sum(p_fg * p_fg, ids, n_l)[1:]
@@ -71,13 +89,20 @@ def _blob_terms(
             segment_sum(f.reshape(-1).index_select(0, pos), ids, n_l)[1:] + torch.where(lab_mask, zero, f).sum(1)[img_l]
         )
     vals = entry_loss(spec, inter, pred, ground, elem, n_vox)
-    per_img = vals.new_zeros(n_img).index_add(0, img_l, vals)
-    has = lab.counts > 0
+    return _finish(alpha, beta, p2, lab.counts, img_l, vals, baseline_terms(spec, prep)["total"])
+
+
+def _finish(
+    alpha: float, beta: float, p2: torch.Tensor, counts: torch.Tensor, img_l: torch.Tensor, vals: torch.Tensor,
+    main: torch.Tensor,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The blob term from the per-instance values (mean per image, then over images with instances); the terms."""
+    per_img = vals.new_zeros(counts.numel()).index_add(0, img_l, vals)
+    has = counts > 0
     if bool(has.any()):
-        blob = (per_img[has] / lab.counts[has].to(vals.dtype)).mean()
+        blob = (per_img[has] / counts[has].to(vals.dtype)).mean()
     else:
         blob = p2.sum() * 0.0  # no instance anywhere: 0, still attached to the graph
-    main = baseline_terms(spec, prep)["total"]
     return {"main": main, "blob": blob, "total": alpha * main + beta * blob}
 
 

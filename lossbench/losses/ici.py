@@ -76,6 +76,7 @@ from lossbench.losses._core import (
     image_sums,
     make_base_spec,
     pred_stat,
+    sum_and_gather,
 )
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
@@ -561,47 +562,6 @@ def _center_value(
     return entry_loss(spec, inter, pred, n_l, elem, n_vox).mean()
 
 
-class _SumAndGather(torch.autograd.Function):
-    """Per-image ``sum(p)`` and a gather of ``p`` at flat positions, with one backward pass over the volume.
-
-    Separately, autograd would build the sum's gradient (an expanded volume) and, for the gather, a zero volume
-    with the gathered gradients scattered into it, then add the two volumes. Here the backward writes the sum's
-    gradient once and scatters the gathered gradients into it in place (duplicate positions accumulate).
-
-    With ``sigmoid`` the differentiable input ``x2`` is the logits and ``p2`` the (detached) probabilities
-    ``sigmoid(x2)``: the sigmoid's backward, ``grad * (1 - p) * p``, is linear in ``grad``, so the volume is written
-    once as the per-image sum's gradient times ``(1 - p) * p`` and the gathered gradients, times the same factor at
-    their positions, are added to it (no separate full-volume gradient of the probabilities). Without it ``x2`` is
-    ``p2`` itself.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, x2: torch.Tensor, p2: torch.Tensor, index: torch.Tensor, sigmoid: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        read = p2.reshape(-1).index_select(0, index)
-        ctx.save_for_backward(index, p2 if sigmoid else None, read if sigmoid else None)
-        ctx.shape, ctx.dtype, ctx.sigmoid = p2.shape, p2.dtype, sigmoid
-        return p2.sum(1), read
-
-    @staticmethod
-    def backward(ctx: Any, g_sum: torch.Tensor | None, g_read: torch.Tensor | None) -> tuple[Any, ...]:
-        index, p2, read = ctx.saved_tensors
-        if g_sum is None:
-            grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=index.device)
-        elif ctx.sigmoid:  # g * (1 - p) * p in one pass over the volume, from the unmaterialised per-image g
-            grad = torch.ops.aten.sigmoid_backward(g_sum[:, None].expand(ctx.shape), p2)
-        else:
-            grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=index.device)
-            grad.copy_(g_sum[:, None].expand(ctx.shape))
-        if g_read is not None:
-            g_read = g_read.to(grad.dtype)
-            if ctx.sigmoid:
-                g_read = g_read * (read - read * read)
-            grad.view(-1).index_add_(0, index, g_read)
-        return grad, None, None, None
-
-
 def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     """The single implementation behind ``ici``/``dici``: every term and the weighted ``"total"``.
 
@@ -734,17 +694,6 @@ class _Structure:
     geom: _CenterGeometry
 
 
-def _gather(prep: Prepared, st: _Structure, index: torch.Tensor, with_sums: bool) -> tuple[Any, torch.Tensor]:
-    """``p`` at flat positions ``index`` (one backward scatter), with the per-image ``sum(p)`` if ``with_sums``."""
-    pf = prep.prob.reshape(-1)
-    if not with_sums:
-        return None, pf.index_select(0, index)
-    shape = (st.n_img, st.n_vox)
-    if prep.logits is not None and prep.logits.requires_grad:  # sigmoid: its backward joins the gather's
-        return _SumAndGather.apply(prep.logits.reshape(shape), pf.detach().view(shape), index, True)
-    return _SumAndGather.apply(pf.view(shape), pf.view(shape), index, False)
-
-
 def _reference_center(cfg: ICIConfig, st: _Structure, p_read: torch.Tensor) -> torch.Tensor:
     """The constant-cube centre term, kept on the graph with an identically zero gradient (``.backward()`` works)."""
     center = _center_value(cfg, st.geom, p_read[:0], None, st.img_p, st.n_img, st.n_vox)
@@ -780,7 +729,8 @@ def _linear_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, 
     if fused:
         pos.append(st.y_pos)
         slot.append(s_glob + torch.div(st.y_pos, st.n_vox, rounding_mode="floor"))
-    psum_g, p_read = _gather(prep, st, torch.cat(pos), fused)
+    read_index = torch.cat(pos)
+    psum_g, p_read = sum_and_gather(prep, read_index) if fused else (None, pf.index_select(0, read_index))
     vals = p_read
     if cfg.tp_mode == "remove_detached":  # background voxels enter as p * stopgrad(p)
         n_sel = st.prd_pos.numel()
@@ -847,7 +797,7 @@ def _general_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any,
     pf = prep.prob.reshape(-1)
     n_l, n_p, geom = st.n_l, st.n_p, st.geom
     n_sel = st.prd_pos.numel()
-    p_read = _gather(prep, st, torch.cat([st.prd_pos, geom.lonly_pos]), False)[1]
+    p_read = pf.index_select(0, torch.cat([st.prd_pos, geom.lonly_pos]))  # backward: one index_add
     glob = baseline_terms(spec, prep)["total"]
     p_sel, p_lonly = p_read[:n_sel], p_read[n_sel:]
     prd_ids, pair_n, pair_m, vpair = st.prd_ids, st.pair_n, st.pair_m, st.vpair

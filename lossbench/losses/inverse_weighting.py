@@ -22,7 +22,14 @@ from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
 from lossbench.instances import flat_nonzero, foreground_ids
-from lossbench.losses._core import BaseSpec, check_choice, check_nonneg, elementwise, elementwise_logits
+from lossbench.losses._core import (
+    BaseSpec,
+    check_choice,
+    check_nonneg,
+    elementwise,
+    elementwise_logits,
+    sum_and_gather,
+)
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
 
@@ -52,27 +59,45 @@ def inverse_weights(
         weights of ``target``'s shape and float dtype (``float32`` for non-floating targets).
     """
     n_img = target.shape[0]
-    n_vox = math.prod(target.shape[1:])
-    mask = target > 0.5
+    dtype = target.dtype if target.is_floating_point() else torch.float32
+    pos, img, w_fg, bg_w = _weight_tables(target > 0.5, clip_min, clip_max, connectivity, cc_backend, dtype)
+    w = torch.empty((n_img, math.prod(target.shape[1:])), dtype=bg_w.dtype, device=target.device)
+    w.copy_(bg_w[:, None].expand(w.shape))
+    w.view(-1)[pos] = w_fg
+    return w.reshape(target.shape)
+
+
+def _weight_tables(
+    mask: torch.Tensor,
+    clip_min: float,
+    clip_max: float,
+    connectivity: int | None,
+    cc_backend: str,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weight map of the bool ``(K, *spatial)`` ``mask`` without the map: ``(pos, img, w_fg, bg_w)``.
+
+    ``pos``: flat positions of the mask's voxels in the flattened batch, ``img`` their image, ``w_fg`` their
+    weights (a voxel the maxpool backend leaves unlabelled has its image's background weight), ``bg_w`` ``(K,)``
+    the background weight of every image; each distinct weight clipped in float64, then cast to ``dtype``.
+    """
+    n_img = mask.shape[0]
+    n_vox = math.prod(mask.shape[1:])
     lab = label_batch(mask, connectivity=connectivity, backend=cc_backend)
     n_l = int(lab.counts.sum())
-    dev = target.device
-    # ids only at the target's voxels (a voxel the maxpool backend leaves unlabelled counts as background)
-    pos, ids = foreground_ids(lab, flat_nonzero(mask), drop_unlabelled=True)
+    dev = mask.device
+    pos, ids = foreground_ids(lab, flat_nonzero(mask))
     sizes = torch.bincount(ids, minlength=n_l + 1).to(torch.float64)
     img_of = torch.repeat_interleave(torch.arange(n_img, device=dev), lab.counts)
     fg = torch.zeros(n_img, dtype=torch.float64, device=dev).index_add(0, img_of, sizes[1:])
     bg_size = (n_vox - fg).clamp(min=1)  # per image
     k1 = (lab.counts + 1).to(torch.float64)
-    dtype = target.dtype if target.is_floating_point() else torch.float32
-    # clip each distinct weight (float64), then fill the map: background weight per image, component weights at pos
     comp_w = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), n_vox / (k1[img_of] * sizes[1:])])
     comp_w = comp_w.clamp(clip_min, clip_max).to(dtype)
     bg_w = (n_vox / (k1 * bg_size)).clamp(clip_min, clip_max).to(dtype)
-    w = torch.empty((n_img, n_vox), dtype=dtype, device=dev)
-    w.copy_(bg_w[:, None].expand(n_img, n_vox))
-    w.view(-1)[pos] = comp_w[ids]
-    return w.reshape(target.shape)
+    img = torch.div(pos, n_vox, rounding_mode="floor")
+    w_fg = torch.where(ids > 0, comp_w[ids], bg_w[img])
+    return pos, img, w_fg, bg_w
 
 
 class InverseWeightingLoss(TermLoss):
@@ -117,20 +142,26 @@ class InverseWeightingLoss(TermLoss):
         prep = self.activation.prepare(input, target)
         p, y = prep.prob, prep.target
         n_img = p.shape[0] * p.shape[1]
-        w = inverse_weights(
-            y.reshape(n_img, *p.shape[2:]).detach(), clip_min=self.clip_min, clip_max=self.clip_max,
-            connectivity=self.connectivity, cc_backend=self.cc_backend,
-        ).reshape(p.shape)  # fmt: skip
+        # The weight map is the image's background weight except at the target's voxels, so every weighted sum
+        # is the background weight times a plain per-image sum plus a correction at the target's voxels: the map
+        # itself is never built (the target is binary, so y = y^2 = 1 exactly there).
+        pos, img, w_fg, bg_w = _weight_tables(
+            prep.target_mask.reshape(n_img, *p.shape[2:]), self.clip_min, self.clip_max, self.connectivity,
+            self.cc_backend, p.dtype,
+        )  # fmt: skip
         if self.base == "dice_squared":
-            pf, yf, wf = (t.reshape(n_img, -1) for t in (p, y, w))
-            num = 2.0 * (wf * pf * yf).sum(1)
-            den = (wf * (pf * pf + yf * yf)).sum(1)
+            sq, p_fg = sum_and_gather(prep, pos, square=True)  # sum(p^2) per image, p at the target's voxels
+            num = 2.0 * p.new_zeros(n_img).index_add(0, img, w_fg * p_fg)
+            den = bg_w * sq + p.new_zeros(n_img).index_add(0, img, (w_fg - bg_w[img]) * p_fg * p_fg + w_fg)
             safe = torch.where(den > 0, den, torch.ones_like(den))
             val = torch.where(den > 0, 1.0 - num / safe, torch.zeros_like(den)).mean()
-        elif prep.logits is not None:
-            val = (w * elementwise_logits(self.spec, prep.logits, y)).mean()
         else:
-            val = (w * elementwise(self.spec, p, y)).mean()
+            if prep.logits is not None:
+                e = elementwise_logits(self.spec, prep.logits, y).reshape(n_img, -1)
+            else:
+                e = elementwise(self.spec, p, y).reshape(n_img, -1)
+            e_fg = e.reshape(-1).index_select(0, pos)
+            val = ((bg_w * e.sum(1)).sum() + ((w_fg - bg_w[img]) * e_fg).sum()) / e.numel()
         return {"weighted": val, "total": val}
 
 
