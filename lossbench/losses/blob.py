@@ -55,10 +55,7 @@ def _blob_terms(
     lab = label_batch(lab_mask.reshape(n_img, *spatial), connectivity=connectivity, backend=cc_backend)
     n_l = int(lab.counts.sum())
     img_l = component_images(lab.counts)
-    # per-instance sums run over the label voxels only (one gather, one backward scatter); the background sums are
-    # one masked reduction per image. Host syncs: the instance count and the foreground positions, once per call.
-    # (the maxpool backend may drop a voxel, a reference quirk: only labelled voxels are kept)
-    zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
+    # Host syncs: the instance count and the foreground positions, once per call.
     # Dice-type base, linear sums, per-image Dice as the main term: every sum comes from the label voxels and the
     # per-image sum(p), read in one gather (one backward pass over the volume): sum over the background voxels is
     # sum(p) minus the label voxels' sum, and the main Dice's intersection is that label-voxel sum
@@ -75,8 +72,12 @@ def _blob_terms(
         n_fg = torch.bincount(img_fg, minlength=n_img).to(p2.dtype)
         main = dice_from_sums(spec, fg_sum, psum, n_fg).mean()
         return _finish(alpha, beta, p2, lab.counts, img_l, entry_loss(spec, inter, pred, ground, None, n_vox), main)
+    # any other base: per-instance sums over the label voxels (one gather, one backward scatter), background sums
+    # as one masked reduction per image (the maxpool backend may drop a voxel, a reference quirk: only labelled
+    # voxels are kept)
     pos, ids = foreground_ids(lab, flat_nonzero(lab_mask), drop_unlabelled=True)
     p_fg = p2.reshape(-1).index_select(0, pos)
+    zero = torch.zeros((), dtype=p2.dtype, device=p2.device)
     inter = segment_sum(p_fg, ids, n_l)[1:]
     stat = pred_stat(spec, p2)
     inst_stat = inter if not spec.squared_pred else segment_sum(p_fg * p_fg, ids, n_l)[1:]

@@ -229,8 +229,14 @@ def _half_widths(spatial: tuple[int, ...], cube_size: int) -> tuple[int, ...]:
     return tuple(math.ceil(s / biggest * offset) for s in spatial)
 
 
-def _boxes(centre: torch.Tensor, spatial: tuple[int, ...], cube_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference cube extents: indices ``c - h - 1 .. c + h - 1`` clipped to the image, as [lo, hi) per axis."""
+def _boxes(centre: Any, spatial: tuple[int, ...], cube_size: int) -> tuple[Any, Any]:
+    """Reference cube extents: indices ``c - h - 1 .. c + h - 1`` clipped to the image, as [lo, hi) per axis.
+
+    ``centre``: int64 ``(N, ndim)``, a tensor or (the CPU row bitmaps' input) an ndarray; same type out.
+    """
+    if isinstance(centre, np.ndarray):
+        half_np = np.array(_half_widths(spatial, cube_size))
+        return np.maximum(centre - half_np - 1, 0), np.minimum(centre + half_np, np.array(spatial))
     half = torch.tensor(_half_widths(spatial, cube_size), dtype=torch.int64, device=centre.device)
     size = torch.tensor(spatial, dtype=torch.int64, device=centre.device)
     lo = (centre - half - 1).clamp(min=0)
@@ -469,9 +475,7 @@ def _center_geometry(
     centres = torch.cat([centre_l, centre_p])  # label cubes first
     on_cpu = numpy_ok(centres)
     if on_cpu:  # the same boxes in numpy, which the row bitmaps take
-        half_np = np.array(half)
-        lo_np = np.maximum(centres.numpy() - half_np - 1, 0)
-        hi_np = np.minimum(centres.numpy() + half_np, np.array(spatial))
+        lo_np, hi_np = _boxes(centres.numpy(), spatial, cfg.cube_size)
         box_size = np.maximum(hi_np - lo_np, 0).prod(1)
         n_lv, cube_voxels = int(box_size[:n_lc].sum()), int(box_size.sum())
     else:
@@ -636,8 +640,8 @@ def instance_terms(cfg: ICIConfig, prep: Prepared) -> dict[str, torch.Tensor]:
     _, gl_sel = foreground_ids(lab, prd_pos)  # label id (or 0) of every prediction voxel
     pair_n, pair_m, overlap, both, vpair = pair_table(gl_sel, prd_ids, n_l, n_p)
     st = _Structure(
-        n_img, n_ch, n_vox, n_l, n_p, img_l, img_p, lab.counts, counts_p, size_l, y_pos, prd_pos, prd_ids, gl_sel,
-        pair_n, pair_m, overlap, both, vpair, geom,
+        n_img, n_vox, n_l, n_p, img_p, size_l, y_pos, prd_pos, prd_ids, gl_sel, pair_n, pair_m, overlap, both, vpair,
+        geom,
     )  # fmt: skip
     terms = _linear_terms if spec.elem is None and not spec.squared_pred else _general_terms
     glob, inst_vals, center, pred_vals = terms(cfg, prep, st)
@@ -673,14 +677,10 @@ class _Structure:
     """The detached bookkeeping of one call: components, ids at the foreground voxels, pairs, centre geometry."""
 
     n_img: int
-    n_ch: int
     n_vox: int
     n_l: int  # label instances of the batch
     n_p: int  # used prediction components of the batch
-    img_l: torch.Tensor  # image of every label instance
     img_p: torch.Tensor  # image of every prediction component
-    counts_l: torch.Tensor  # label instances per image
-    counts_p: torch.Tensor  # prediction components per image
     size_l: torch.Tensor  # voxels per label id 0..n_l (float)
     y_pos: torch.Tensor  # flat positions of the label voxels
     prd_pos: torch.Tensor  # flat positions of the prediction-component voxels
