@@ -686,13 +686,16 @@ def popcount(words: np.ndarray) -> np.ndarray:
     return bits.sum(-1, dtype=np.int64)
 
 
-def bitmap_positions(bitmap: np.ndarray, width: int) -> np.ndarray:
-    """Flat positions (int64, ascending) of the set bits of a row bitmap of lines of ``width`` voxels."""
+def bitmap_positions(bitmap: np.ndarray, width: int, at: np.ndarray | None = None) -> np.ndarray:
+    """Flat positions (int64, ascending) of the set bits of a row bitmap of lines of ``width`` voxels.
+
+    With ``at`` (ascending word indices), ``bitmap`` holds only those words of the bitmap (the others are 0).
+    """
     wpl = row_words(width)
     nz = np.flatnonzero(bitmap != 0)
     bits = np.flatnonzero(np.unpackbits(bitmap[nz].astype("<u8").view(np.uint8), bitorder="little").view(bool))
-    at = nz[bits >> 6]
-    return (at // wpl) * width + (at % wpl) * 64 + (bits & 63)
+    word = nz[bits >> 6] if at is None else at[nz[bits >> 6]]
+    return (word // wpl) * width + (word % wpl) * 64 + (bits & 63)
 
 
 def bitmap_contains(bitmap: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:

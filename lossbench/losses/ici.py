@@ -394,12 +394,16 @@ def _sparse_geometry_numpy(
     in_p = union_bitmap(key[split:], mask[split:], n_words)
 
     t = torch.from_numpy
-    counts = popcount(np.stack([in_l & in_p, in_l, in_p])).reshape(3, n_img, -1).sum(2)  # per image
+    # per image: popcounts of the words any cube touches (a few per cube row, not the whole bitmap)
+    touched = np.flatnonzero((in_l | in_p) != 0)
+    w_l, w_p = in_l[touched], in_p[touched]
+    img_w = touched // (n_words // n_img)
+    counts = [np.bincount(img_w, weights=popcount(w), minlength=n_img).astype(np.int64) for w in (w_l & w_p, w_l, w_p)]
     empty = torch.zeros(0, dtype=torch.int64)
     geom = _CenterGeometry(n_both=t(counts[0]), n_l=t(counts[1]), n_p=t(counts[2]), lonly_pos=empty, lonly_img=empty)
     if detail == "counts":
         return geom
-    lonly = bitmap_positions(in_l & ~in_p, width)
+    lonly = bitmap_positions(w_l & ~w_p, width, touched)
     geom.lonly_pos, geom.lonly_img = t(lonly), t(lonly // n_vox)
     # the prediction cubes' bits outside every label cube
     key_p, box_p = key[split:], box[split:] - n_lc
@@ -723,7 +727,7 @@ def _linear_terms(cfg: ICIConfig, prep: Prepared, st: _Structure) -> tuple[Any, 
         second_pos, second_slot = st.prd_pos[st.both], st.vpair
     else:  # shared voxels per pair, the others per component background
         second_pos, second_slot = st.prd_pos, s_bg - 1 + st.prd_ids
-        second_slot[st.both] = st.vpair
+        second_slot.masked_scatter_(st.both, st.vpair)  # (the same as a bool-indexed assignment, 2.5x faster)
     pos = [st.prd_pos, second_pos, geom.lonly_pos]
     slot = [comp_slot, second_slot, s_lonly + geom.lonly_img]
     if fused:
