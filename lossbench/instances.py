@@ -136,7 +136,7 @@ def threshold_mask(values: torch.Tensor, threshold: float, *, strict: bool = Fal
 
 
 def count_nonzero_rows(mask: torch.Tensor) -> torch.Tensor:
-    """Number of True entries per leading index of a bool tensor ``(B, ...)``: int64 ``(B,)``."""
+    """Number of True (non-zero) entries per leading index of a tensor ``(B, ...)``: int64 ``(B,)``."""
     if numpy_ok(mask):
         # numpy's count_nonzero is fast over a whole (even strided) array and slow along an axis: one call per image
         arr = mask.detach().numpy()

@@ -839,3 +839,34 @@ def test_sum_and_gather_equals_autograd(square, sigmoid):
     assert torch.allclose(g, g_ref, atol=1e-12)
     g_sum_only = torch.autograd.grad(sum_and_gather(prep, index, square=square)[0].sum(), leaf)[0]
     assert torch.allclose(g_sum_only, torch.autograd.grad(ref_sums.sum(), leaf)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
+def test_dense_cube_weights_from_the_count_grid(dtype):
+    """The dense path's cube weights read from the coverage count grid equal those from a histogram of the cube
+    voxels; the slab bound that picks the count dtype bounds every count (brute force)."""
+    import lossbench.losses.ici as ici_mod
+    from lossbench.instances import coverage_work_size, cube_coverage
+
+    rng = np.random.default_rng(8)
+    spatial, half, n_img = (11, 12, 13), (2, 2, 3), 2
+    shape = (n_img, *spatial)
+    centre_l = torch.from_numpy(np.stack([rng.integers(0, s, 9) for s in spatial], 1))
+    centre_p = torch.from_numpy(np.stack([rng.integers(0, s, 40) for s in spatial], 1))
+    img_l, img_p = torch.from_numpy(rng.integers(0, n_img, 9)), torch.from_numpy(rng.integers(0, n_img, 40))
+    size = coverage_work_size(shape, half)
+    work_l = torch.empty(2 * size, dtype=torch.bool)
+    in_l = cube_coverage(centre_l, img_l, half, shape, torch.bool, work=work_l)
+    work_p = torch.empty(2 * size, dtype=dtype)
+    count = cube_coverage(centre_p, img_p, half, shape, dtype, work=work_p)
+    skip_pad = work_l[:size] if in_l.storage_offset() < size else work_l[size:]
+    count_pad = work_p[:size] if count.storage_offset() < size else work_p[size:]
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    ref = ici_mod._cube_weights(skip_pad, padded, centre_p, img_p, half, spatial)
+    got = ici_mod._cube_weights(skip_pad, padded, centre_p, img_p, half, spatial, None, count_pad)
+    assert ref.sum() > 0 and torch.allclose(got, ref, rtol=1e-12, atol=0)
+    bound = ici_mod._slab_bound(centre_p, img_p, half[0], n_img)
+    brute = max(
+        int(((img_p == b) & ((centre_p[:, 0] - z).abs() <= half[0])).sum()) for b in range(n_img) for z in range(-3, 15)
+    )
+    assert bound == brute and int(count.max()) <= bound

@@ -277,6 +277,7 @@ def _cube_weights(
     half: tuple[int, ...],
     spatial: tuple[int, ...],
     n_outside: int | None = None,
+    count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per cube, ``sum over its voxels v outside skip of 1 / (number of the cubes that contain v)`` (float64).
 
@@ -288,7 +289,8 @@ def _cube_weights(
     multiplicity among them (:func:`lossbench.instances.multiplicity`). O(cubes x cube volume) plus, when the
     incidences are numerous enough, one bincount over the grid. ``n_outside``, if given, is the number of distinct
     voxels of the cubes' union outside ``skip``: when it equals the number of incidences, no voxel lies in two
-    cubes and every weight is a count.
+    cubes and every weight is a count. ``count``, if given, is the cubes' coverage count on the same padded grid
+    (:func:`lossbench.instances.cube_coverage` with an integer dtype): the multiplicities are then read from it.
     """
     ndim = len(spatial)
     dev = centre.device
@@ -296,6 +298,10 @@ def _cube_weights(
     weights = torch.zeros(n, dtype=torch.float64, device=dev)
     if n == 0:
         return weights
+    if numpy_ok(centre):
+        c_np = None if count is None else count.numpy()
+        args = (skip.numpy(), padded, centre.numpy(), image.numpy(), half, spatial, n_outside, c_np)
+        return torch.from_numpy(_cube_weights_numpy(*args))
     strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
     width = 2 * half[-1] + 1
     lead = (n,) + (1,) * (ndim - 1)
@@ -321,7 +327,47 @@ def _cube_weights(
     if n_outside == inc.numel():
         return torch.bincount(cube, minlength=n).to(torch.float64)
     pos = take_flat(flat_start, torch.div(inc, width, rounding_mode="floor")) + inc % width
-    return weights.index_add_(0, cube, multiplicity(pos, skip.numel()).to(torch.float64).reciprocal())
+    mult = multiplicity(pos, skip.numel()) if count is None else take_flat(count, pos)
+    return weights.index_add_(0, cube, mult.to(torch.float64).reciprocal())
+
+
+def _cube_weights_numpy(
+    skip: np.ndarray,
+    padded: tuple[int, ...],
+    centre: np.ndarray,
+    image: np.ndarray,
+    half: tuple[int, ...],
+    spatial: tuple[int, ...],
+    n_outside: int | None,
+    count: np.ndarray | None,
+) -> np.ndarray:
+    """:func:`_cube_weights` on CPU arrays: the same incidences in the same order, the same float64 sums."""
+    ndim = len(spatial)
+    n = centre.shape[0]
+    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
+    width = 2 * half[-1] + 1
+    lead = (n,) + (1,) * (ndim - 1)
+    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).reshape(lead)
+    valid = np.ones(lead, dtype=bool)
+    for d in range(ndim - 1):
+        coord = centre[:, d : d + 1] + np.arange(-half[d], half[d] + 1)
+        shape = [n] + [1] * (ndim - 1)
+        shape[d + 1] = coord.shape[1]
+        start = start + ((np.clip(coord, 0, spatial[d] - 1) + 1) * strides[d]).reshape(shape)
+        valid = valid & ((coord >= 0) & (coord < spatial[d])).reshape(shape)
+    cols = centre[:, -1:] + np.arange(-half[-1], half[-1] + 1)
+    flat_start = start.reshape(-1)
+    rows = np.lib.stride_tricks.as_strided(skip, (skip.size - width + 1, width), (skip.strides[0],) * 2)
+    keep = ~rows[flat_start].reshape(n, -1, width)
+    keep &= valid.reshape(n, -1, 1)
+    keep &= ((cols >= 0) & (cols < spatial[-1])).reshape(n, 1, width)
+    inc = np.flatnonzero(keep)  # (cube, row, column) incidences outside the skipped voxels
+    cube = inc // keep[0].size
+    if n_outside == inc.size:  # no voxel in two cubes: every term is 1
+        return np.bincount(cube, minlength=n).astype(np.float64)
+    pos = flat_start[inc // width] + inc % width
+    mult = np.take(np.bincount(pos, minlength=skip.size), pos) if count is None else count[pos]
+    return np.bincount(cube, weights=1.0 / mult, minlength=n)
 
 
 def _sparse_geometry(
@@ -503,8 +549,17 @@ def _center_geometry(
     # per-voxel cube counts are needed only outside the label cubes and come from the cubes' own voxels
     work_l = torch.empty(2 * size, dtype=torch.bool, device=dev)
     in_l = cube_coverage(centre_l - 1, img_l, half, shape, torch.bool, work=work_l)
-    in_p = cube_coverage(centre_p - 1, img_p, half, shape, torch.bool)
-    both = in_l & in_p
+    trainable = cfg.center_mode == "trainable"
+    if trainable:
+        # the trainable weights need every prediction-only voxel's number of covering prediction cubes: count them
+        # in the coverage grid itself (byte-wide when no 2h+1 planes of an image hold more than 255 prediction
+        # centres, which bounds every count) instead of a histogram of the cubes' voxels
+        count_dtype = torch.uint8 if _slab_bound(centre_p, img_p, half[0], n_img) <= 255 else torch.int32
+        work_p = torch.empty(2 * size, dtype=count_dtype, device=dev)
+        in_p = count_p = cube_coverage(centre_p - 1, img_p, half, shape, count_dtype, work=work_p)  # 0: uncovered
+    else:
+        in_p = cube_coverage(centre_p - 1, img_p, half, shape, torch.bool)
+    both = torch.logical_and(in_l, in_p)
     geom = _CenterGeometry(
         n_both=count_nonzero_rows(both).to(dev),
         n_l=count_nonzero_rows(in_l).to(dev),
@@ -512,15 +567,34 @@ def _center_geometry(
         lonly_pos=torch.zeros(0, dtype=torch.int64, device=dev),
         lonly_img=torch.zeros(0, dtype=torch.int64, device=dev),
     )
-    if cfg.center_mode == "trainable":
+    if trainable:
         geom.lonly_pos = flat_nonzero(in_l ^ both).to(dev)
         geom.lonly_img = torch.div(geom.lonly_pos, n_vox, rounding_mode="floor")
-        # the padded grid behind the label-cube view: the half of the work buffer that holds the result
+        # the padded grids behind the coverage views: the half of each work buffer that holds the result
         skip_pad = work_l[:size] if in_l.storage_offset() < size else work_l[size:]
+        count_pad = work_p[:size] if count_p.storage_offset() < size else work_p[size:]
         padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
         n_ponly = int((geom.n_p - geom.n_both).sum())  # prediction-cube voxels outside every label cube
-        geom.w_box = _cube_weights(skip_pad, padded, centre_p - 1, img_p, half, spatial, n_ponly)
+        geom.w_box = _cube_weights(skip_pad, padded, centre_p - 1, img_p, half, spatial, n_ponly, count_pad)
     return geom
+
+
+def _slab_bound(centre: torch.Tensor, image: torch.Tensor, half: int, n_img: int) -> int:
+    """Most box centres of one image within ``2 half + 1`` consecutive indices of the first axis (O(boxes)).
+
+    A voxel lies in at most that many boxes of half width ``half`` along that axis, so this bounds every coverage
+    count. Computed on the host (one transfer of the centres' first coordinates).
+    """
+    if centre.shape[0] == 0:
+        return 0
+    z, img = centre[:, 0].cpu().numpy(), image.cpu().numpy()
+    lo = int(z.min())
+    span, width = int(z.max()) - lo + 1, 2 * half + 1
+    hist = np.bincount(img * span + (z - lo), minlength=n_img * span).reshape(n_img, span)
+    if span <= width:
+        return int(hist.sum(1).max())
+    before = np.concatenate([np.zeros((n_img, 1), dtype=np.int64), hist.cumsum(1)], axis=1)
+    return int((before[:, width:] - before[:, :-width]).max())
 
 
 def _center_value(
