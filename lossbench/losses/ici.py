@@ -246,11 +246,11 @@ def _boxes(centre: Any, spatial: tuple[int, ...], cube_size: int) -> tuple[Any, 
 
 #: Use the dense centre-term path when the cube voxels exceed this fraction of the batch volume, per sparse
 #: implementation. Crossovers measured on one CPU core at 96^3 (ICI forward+backward, balls of radius 2.5 shifted
-#: by one voxel): CPU row bitmaps (O(cubes x rows)) are faster up to at least 65 % of the volume, dense is faster at
-#: 78 % for the trainable centre (reference: sparse still faster); the voxel listing that other devices run
-#: (O(cube voxels log)) crossed over between 4 % and 5 %. Both paths give the same terms up to the float32
-#: summation order (tests run both).
-DENSE_CENTER_FRACTION = {"bitmap": 0.7, "listing": 0.05}
+#: by one voxel, trainable centre): CPU row bitmaps (O(cubes x rows)) 7.9 vs 8.7 ms at 33 % of the volume, equal
+#: (10.3 ms) at 49 %, 12.9 vs 12.1 ms at 65 % (the reference centre stays faster sparse: 7.4 vs 7.7 ms at 65 %);
+#: the voxel listing that other devices run (O(cube voxels log)) crossed over between 4 % and 5 %. Both paths
+#: give the same terms up to the float32 summation order (tests run both).
+DENSE_CENTER_FRACTION = {"bitmap": 0.5, "listing": 0.05}
 
 
 @dataclass
