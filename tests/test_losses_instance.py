@@ -629,13 +629,24 @@ def test_gradcheck_float64(name, params):
     assert torch.autograd.gradcheck(lambda q: loss(q, y), (p,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", ["ici", "dici", "blob", "inverse_weighting"])
-def test_cuda_equals_cpu(name):
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("ici", {"sigmoid": True}),
+        ("dici", {}), ("blob", {}), ("blob", {"sigmoid": True}), ("inverse_weighting", {}),
+        ("inverse_weighting", {"sigmoid": True}),
+    ],
+)  # fmt: skip
+def test_cuda_equals_cpu(name, params, center_path):
+    """What CUDA runs (torch labelling, the torch helpers, the fused gathers) against the CPU paths."""
     p, y = random_scene(9, (10, 11, 12), batch=2)
+    if params.get("sigmoid"):
+        p = torch.logit(p)
     p.requires_grad_(True)
     pc = p.detach().cuda().requires_grad_(True)
-    loss = build_loss(name)
+    loss = build_loss(name, **params)
     a, b = loss.terms(p, y), loss.terms(pc, y.cuda())
     for k in a:
         assert torch.allclose(a[k], b[k].cpu(), atol=1e-9), k
