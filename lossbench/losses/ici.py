@@ -341,11 +341,20 @@ def _cube_weights_numpy(
     n_outside: int | None,
     count: np.ndarray | None,
 ) -> np.ndarray:
-    """:func:`_cube_weights` on CPU arrays: the same incidences in the same order, the same float64 sums."""
+    """:func:`_cube_weights` on CPU arrays: the same incidences in the same order, the same float64 sums.
+
+    Instead of masking rows and columns outside the image, it marks ``skip``'s padding columns (of every line) and
+    its first ``width`` entries (a sink row for the rows outside the image) as skipped: ``skip`` is overwritten
+    there (its padding holds no result).
+    """
     ndim = len(spatial)
     n = centre.shape[0]
     strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
     width = 2 * half[-1] + 1
+    lines = skip.reshape(-1, padded[-1])
+    lines[:, 0] = True
+    lines[:, spatial[-1] + 1 :] = True
+    skip[:width] = True
     lead = (n,) + (1,) * (ndim - 1)
     start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).reshape(lead)
     valid = np.ones(lead, dtype=bool)
@@ -355,14 +364,12 @@ def _cube_weights_numpy(
         shape[d + 1] = coord.shape[1]
         start = start + ((np.clip(coord, 0, spatial[d] - 1) + 1) * strides[d]).reshape(shape)
         valid = valid & ((coord >= 0) & (coord < spatial[d])).reshape(shape)
-    cols = centre[:, -1:] + np.arange(-half[-1], half[-1] + 1)
-    flat_start = start.reshape(-1)
+    # rows outside the image read the sink row; a row's columns outside the image read the (skipped) padding
+    flat_start = np.where(valid, start, 0).reshape(-1)
     rows = np.lib.stride_tricks.as_strided(skip, (skip.size - width + 1, width), (skip.strides[0],) * 2)
-    keep = ~rows[flat_start].reshape(n, -1, width)
-    keep &= valid.reshape(n, -1, 1)
-    keep &= ((cols >= 0) & (cols < spatial[-1])).reshape(n, 1, width)
+    keep = ~rows[flat_start]
     inc = np.flatnonzero(keep)  # (cube, row, column) incidences outside the skipped voxels
-    cube = inc // keep[0].size
+    cube = inc // (keep.size // n)
     if n_outside == inc.size:  # no voxel in two cubes: every term is 1
         return np.bincount(cube, minlength=n).astype(np.float64)
     pos = flat_start[inc // width] + inc % width
