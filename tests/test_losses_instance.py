@@ -852,15 +852,16 @@ def test_sum_and_gather_equals_autograd(square, sigmoid):
     assert torch.allclose(g_sum_only, torch.autograd.grad(ref_sums.sum(), leaf)[0], atol=1e-12)
 
 
+@pytest.mark.parametrize("half", [(2, 2, 3), (1, 2, 5)])  # rows of 7 (one 8-byte read) and of 11 voxels
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
-def test_dense_cube_weights_from_the_count_grid(dtype):
+def test_dense_cube_weights_from_the_count_grid(dtype, half):
     """The dense path's cube weights read from the coverage count grid equal those from a histogram of the cube
     voxels; the slab bound that picks the count dtype bounds every count (brute force)."""
     import lossbench.losses.ici as ici_mod
     from lossbench.instances import coverage_work_size, cube_coverage
 
     rng = np.random.default_rng(8)
-    spatial, half, n_img = (11, 12, 13), (2, 2, 3), 2
+    spatial, n_img = (11, 12, 13), 2
     shape = (n_img, *spatial)
     centre_l = torch.from_numpy(np.stack([rng.integers(0, s, 9) for s in spatial], 1))
     centre_p = torch.from_numpy(np.stack([rng.integers(0, s, 40) for s in spatial], 1))

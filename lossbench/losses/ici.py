@@ -366,13 +366,23 @@ def _cube_weights_numpy(
         valid = valid & ((coord >= 0) & (coord < spatial[d])).reshape(shape)
     # rows outside the image read the sink row; a row's columns outside the image read the (skipped) padding
     flat_start = np.where(valid, start, 0).reshape(-1)
-    rows = np.lib.stride_tricks.as_strided(skip, (skip.size - width + 1, width), (skip.strides[0],) * 2)
-    keep = ~rows[flat_start]
-    inc = np.flatnonzero(keep)  # (cube, row, column) incidences outside the skipped voxels
-    cube = inc // (keep.size // n)
-    if n_outside == inc.size:  # no voxel in two cubes: every term is 1
+    rows_per_cube = flat_start.size // n
+    if width <= 8 and int(flat_start.max()) <= skip.size - 8:
+        # each row's skip flags as one unaligned 8-byte read (byte k = voxel start + k), kept bytes set to 1
+        words = np.ndarray((skip.size - 7,), dtype="<u8", buffer=skip, strides=(1,))
+        ones = np.uint64(sum(1 << (8 * k) for k in range(width)))
+        kept = (~words[flat_start] & ones).view(np.uint8).view(bool)
+        on = np.flatnonzero(kept)  # (cube, row) x 8 byte slots; only the first ``width`` can be set
+        row, col = on >> 3, on & 7
+    else:
+        rows = np.lib.stride_tricks.as_strided(skip, (skip.size - width + 1, width), (skip.strides[0],) * 2)
+        inc = np.flatnonzero(~rows[flat_start])
+        row, col = inc // width, inc % width
+    # (cube, row, column) incidences outside the skipped voxels, in (cube, row, column) order
+    cube = row // rows_per_cube
+    if n_outside == cube.size:  # no voxel in two cubes: every term is 1
         return np.bincount(cube, minlength=n).astype(np.float64)
-    pos = flat_start[inc // width] + inc % width
+    pos = flat_start[row] + col
     mult = np.take(np.bincount(pos, minlength=skip.size), pos) if count is None else count[pos]
     return np.bincount(cube, weights=1.0 / mult, minlength=n)
 
