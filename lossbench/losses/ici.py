@@ -383,7 +383,7 @@ def _cube_weights_numpy(
     if n_outside == cube.size:  # no voxel in two cubes: every term is 1
         return np.bincount(cube, minlength=n).astype(np.float64)
     pos = flat_start[row] + col
-    mult = np.take(np.bincount(pos, minlength=skip.size), pos) if count is None else count[pos]
+    mult = multiplicity(torch.from_numpy(pos), skip.size).numpy() if count is None else count[pos]
     return np.bincount(cube, weights=1.0 / mult, minlength=n)
 
 
