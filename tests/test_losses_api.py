@@ -28,7 +28,7 @@ def test_build_from_dict_does_not_modify_it():
     cfg = {"name": "ici", "a": 0.25, "b": 0.5, "c": 0.25}
     loss = build_loss(cfg)
     assert cfg == {"name": "ici", "a": 0.25, "b": 0.5, "c": 0.25}
-    assert (loss.config.a, loss.config.b, loss.config.c) == (0.25, 0.5, 0.25)
+    assert loss.config.weights == {"global": 0.25, "instance": 0.5, "center": 0.25}
     with pytest.raises(ConfigError, match="given once"):
         build_loss(cfg, a=1.0)
     with pytest.raises(ConfigError, match="'name'"):

@@ -17,26 +17,29 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from lossbench.losses import build_loss
+from lossbench.ops import torch_only
 
 
 @pytest.fixture(autouse=True, params=["cpu-fast-paths", "device-agnostic"])
 def code_path(request, monkeypatch):
     """Every test of this module twice: with the numpy CPU fast paths and cc3d, and with what CUDA runs.
 
-    "device-agnostic": the torch code of every helper (``NUMPY_ON_CPU=False``) and the exact torch labelling
-    wherever the backend is "auto" (per-image numbering, so batch offsets are added), on CPU tensors.
+    "device-agnostic": the torch code of every primitive (:func:`lossbench.ops.torch_only`) and the exact torch
+    labelling wherever the backend is "auto" (per-image numbering, so batch offsets are added), on CPU tensors.
     """
-    if request.param == "device-agnostic":
-        import lossbench.cc.api as cc_api
+    if request.param != "device-agnostic":
+        yield request.param
+        return
+    import lossbench.cc.api as cc_api
 
-        monkeypatch.setattr("lossbench.instances.NUMPY_ON_CPU", False)
-        label = cc_api._label
+    label = cc_api._label
 
-        def torch_when_auto(mask, connectivity, backend, num_iterations, native):
-            return label(mask, connectivity, "torch" if backend == "auto" else backend, num_iterations, native)
+    def torch_when_auto(mask, connectivity, backend, num_iterations, native):
+        return label(mask, connectivity, "torch" if backend == "auto" else backend, num_iterations, native)
 
-        monkeypatch.setattr(cc_api, "_label", torch_when_auto)
-    return request.param
+    monkeypatch.setattr(cc_api, "_label", torch_when_auto)
+    with torch_only():
+        yield request.param
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def o_cube_slices(coords, shape, cube_size):
 
 def o_used_components(plab, npred, nlab, max_pred, factor):
     ids = list(range(1, npred + 1))
-    if factor and npred > factor * nlab:
+    if factor and nlab > 0 and npred > factor * nlab:  # the public code's rule: images with a label instance only
         return []
     if max_pred:
         flat = plab.reshape(-1)
@@ -112,9 +115,9 @@ def o_used_components(plab, npred, nlab, max_pred, factor):
     return ids
 
 
-def o_ici(p, y, *, base="dice", tp_mode="remove", center_mode="trainable", reduction="instance", cube_size=7,
-          max_pred=0, factor=0, dual=False):  # fmt: skip
-    """Oracle ICI/DICI terms for probabilities p (B, C, *S) (requires_grad) and binary y."""
+def o_ici(p, y, *, base="dice", tp_mode="remove_detached", center_mode="reference", reduction="instance",
+          cube_size=7, max_pred=50, factor=50, dual=False):  # fmt: skip
+    """Oracle ICI/DICI terms for probabilities p (B, C, *S) (requires_grad) and binary y (defaults: published)."""
     bsz, nch = p.shape[:2]
     inst_entries = [[] for _ in range(nch)]
     inst_img = []
@@ -299,11 +302,11 @@ def _compare(ours: dict, oracle: dict, p: torch.Tensor, keys, atol=1e-9):
 
 @pytest.fixture(params=["sparse", "dense"])
 def center_path(request, monkeypatch):
-    """Run a test with the centre term forced onto its sparse or its dense implementation."""
-    import lossbench.losses.ici as ici_mod
+    """Run a test with the center term forced onto its sparse or its dense implementation."""
+    import lossbench.losses.ici.geometry as geometry
 
     frac = 1e18 if request.param == "sparse" else 0.0
-    monkeypatch.setattr(ici_mod, "DENSE_CENTER_FRACTION", {"bitmap": frac, "listing": frac})
+    monkeypatch.setattr(geometry, "DENSE_CENTER_FRACTION", {"bitmap": frac, "listing": frac})
     return request.param
 
 
@@ -346,8 +349,8 @@ def test_ici_reference_center_with_bce_base_matches_oracle(center_path):
 def test_ici_reduction_and_channels_match_oracle(reduction):
     p, y = random_scene(11, (16, 17), batch=3, channels=2)
     p.requires_grad_(True)
-    ours = build_loss("ici", reduction=reduction, tp_mode="remove").terms(p, y)
-    ref = o_ici(p, y, reduction=reduction, tp_mode="remove")
+    ours = build_loss("ici", reduction=reduction, reference=False).terms(p, y)
+    ref = o_ici(p, y, reduction=reduction, tp_mode="remove", center_mode="trainable", max_pred=0, factor=0)
     _compare(ours, ref, p, ["instance", "center"])
 
 
@@ -374,17 +377,43 @@ def test_ici_caps_match_oracle(center_path):
         _compare(ours, ref, p, ["instance", "center", "predicted"])
 
 
-def test_reference_switch_sets_reference_options():
-    cfg = build_loss("ici", reference=True).config
-    assert (cfg.tp_mode, cfg.center_mode, cfg.max_pred_instances, cfg.too_many_factor) == (
-        "remove_detached", "reference", 50, 50.0,
-    )  # fmt: skip
-    cfg = build_loss("ici", reference=True, tp_mode="keep", max_pred_instances=0).config
+def test_defaults_are_the_published_loss_and_reference_false_is_lossbenchs_design():
+    for cfg in (build_loss("ici").config, build_loss("ici", reference=True).config, build_loss("dici").config):
+        assert (cfg.tp_mode, cfg.center_mode, cfg.max_pred_instances, cfg.too_many_factor) == (
+            "remove_detached", "reference", 50, 50.0,
+        )  # fmt: skip
+    cfg = build_loss("ici", tp_mode="keep", max_pred_instances=0).config
     assert (cfg.tp_mode, cfg.center_mode, cfg.max_pred_instances) == ("keep", "reference", 0)
-    cfg = build_loss("ici").config
+    cfg = build_loss("ici", reference=False).config
     assert (cfg.tp_mode, cfg.center_mode, cfg.max_pred_instances, cfg.too_many_factor) == (
         "remove", "trainable", 0, 0.0,
     )  # fmt: skip
+    cfg = build_loss("dici", reference=False, center_mode="reference").config
+    assert (cfg.tp_mode, cfg.center_mode) == ("remove", "reference")
+
+
+def test_too_many_rule_spares_images_without_label_instances(center_path):
+    """The public code drops every prediction component of an image only when it has a label instance: an image
+    without label instance keeps its components (their cubes enter the center term, they are DICI's predicted
+    instances). A batch mixing such an image with predicted blobs and a normal image, against the oracle."""
+    y = torch.zeros(2, 1, 24, 24, dtype=torch.float64)
+    y[1, 0, 4:9, 4:9] = 1
+    p = torch.full((2, 1, 24, 24), 0.1, dtype=torch.float64)
+    p[0, 0, 2:5, 2:5] = 0.8  # image 0: no label instance, three predicted blobs
+    p[0, 0, 12:14, 15:18] = 0.7
+    p[0, 0, 19:22, 5:7] = 0.9
+    p[1, 0, 4:9, 5:10] = 0.85  # image 1: one found instance and many small spurious components
+    for i in range(12, 24, 3):
+        for j in range(0, 24, 3):
+            p[1, 0, i, j] = 0.6
+    p.requires_grad_(True)
+    loss = build_loss("dici", too_many_factor=5)  # image 1 has 17 components > 5 x 1: none used
+    ours = loss.terms(p, y)
+    ref = o_ici(p, y, factor=5, dual=True)
+    _compare(ours, ref, p, ["instance", "center", "predicted"])
+    # image 0's blobs count: its center value is about 1 (no label cube), not 0 as when they were dropped
+    only0 = loss.terms(p[:1], y[:1])
+    assert float(only0["center"].detach()) > 0.99 and float(only0["predicted"].detach()) > 0.99
 
 
 @pytest.mark.parametrize("scene", SCENES, ids=lambda s: f"{s[0]}-{s[2]}")
@@ -393,9 +422,9 @@ def test_dici_matches_oracle(scene, reduction, center_path):
     _, shape, seed = scene
     p, y = random_scene(seed + 20, shape, batch=3)
     p.requires_grad_(True)
-    loss = build_loss("dici", reduction=reduction, tp_mode="remove_detached", center_mode="trainable")
+    loss = build_loss("dici", reduction=reduction, center_mode="trainable")
     ours = loss.terms(p, y)
-    ref = o_ici(p, y, reduction=reduction, tp_mode="remove_detached", center_mode="trainable", dual=True)
+    ref = o_ici(p, y, reduction=reduction, center_mode="trainable", dual=True)
     ref["global"] = o_global("dice", p, y)
     _compare(ours, ref, p, ["instance", "predicted", "center", "global"])
     total = 0.25 * (ref["global"] + ref["instance"] + ref["predicted"] + ref["center"])
@@ -406,8 +435,8 @@ def test_dici_matches_oracle(scene, reduction, center_path):
 def test_dici_other_base_matches_oracle(base):
     p, y = random_scene(31, (15, 14), batch=2)
     p.requires_grad_(True)
-    ours = build_loss("dici", base=base).terms(p, y)
-    ref = o_ici(p, y, base=base, dual=True)
+    ours = build_loss("dici", base=base, reference=False).terms(p, y)
+    ref = o_ici(p, y, base=base, tp_mode="remove", center_mode="trainable", max_pred=0, factor=0, dual=True)
     _compare(ours, ref, p, ["instance", "predicted", "center"])
 
 
@@ -485,7 +514,7 @@ def test_figure1_spurious_blobs_raise_blob_but_not_ici_instance():
     for tp_mode in ("keep", "remove", "remove_detached"):
         ici = build_loss("ici", tp_mode=tp_mode)
         assert torch.allclose(ici.terms(far, y)["instance"], ici.terms(p, y)["instance"], atol=1e-12)
-    # ... while the trainable centre term sees them and the reference one moves nothing
+    # ... while the center term sees them
     assert float(build_loss("ici").terms(far, y)["center"]) > float(build_loss("ici").terms(p, y)["center"])
 
 
@@ -527,10 +556,10 @@ def test_figure4_bridge_remove_below_keep(soft):
         ("inverse_weighting", {}),
         ("inverse_weighting", {"base": "bce"}),
         ("ici", {}),
-        ("ici", {"reference": True}),
+        ("ici", {"reference": False}),
         ("ici", {"tp_mode": "keep", "base": "dicece"}),
         ("dici", {}),
-        ("dici", {"reference": True}),
+        ("dici", {"reference": False}),
     ],
 )
 def test_perfect_prediction_is_near_zero(name, params):
@@ -558,7 +587,7 @@ def test_trainable_center_zero_gradient_when_prediction_equals_label(center_path
     p, y = random_scene(4, (14, 15), batch=2, soft=False)
     y = p.detach().clone()
     p.requires_grad_(True)
-    c = build_loss("ici").terms(p, y)["center"]
+    c = build_loss("ici", center_mode="trainable").terms(p, y)["center"]
     g = torch.autograd.grad(c, p)[0]
     assert float(g.abs().max()) == 0.0
 
@@ -567,7 +596,7 @@ def test_trainable_center_pushes_missed_instance_centre_up(center_path):
     y = torch.zeros(1, 1, 20, 20, dtype=torch.float64)
     y[0, 0, 8:13, 8:13] = 1
     p = torch.full_like(y, 0.2, requires_grad=True)
-    c = build_loss("ici").terms(p, y)["center"]
+    c = build_loss("ici", center_mode="trainable").terms(p, y)["center"]
     g = torch.autograd.grad(c, p)[0]
     assert float(g[0, 0, 10, 10]) < 0
 
@@ -579,7 +608,7 @@ def test_missed_instance_zero_instance_gradient_in_reference():
     p = torch.full_like(y, 0.3)
     p[0, 0, 2:6, 2:7] = 0.9  # first instance found, second missed (0.3 < 0.5)
     p.requires_grad_(True)
-    t = build_loss("ici", reference=True).terms(p, y)
+    t = build_loss("ici").terms(p, y)
     g = torch.autograd.grad(t["instance"], p)[0]
     assert float(g[0, 0, 12:16, 12:16].abs().max()) == 0.0  # missed instance: no gradient
     assert float(g[0, 0, 2:6, 2:7].abs().max()) > 0  # found one: gradient on its component
@@ -612,8 +641,11 @@ def test_empty_cases_finite(name, case):
     assert torch.isfinite(p.grad).all()
 
 
-@pytest.mark.parametrize("name,params", [("ici", {}), ("ici", {"tp_mode": "keep", "base": "dicece"}),
-                                         ("dici", {"base": "dicefocal"}), ("blob", {}),
+# tp_mode="remove_detached" (the published default) is left out on purpose: its background voxels enter as
+# p * stopgrad(p), whose gradient p is by design not the derivative 2p of the value (the public code's rule)
+@pytest.mark.parametrize("name,params", [("ici", {"tp_mode": "remove"}), ("ici", {"reference": False}),
+                                         ("ici", {"tp_mode": "keep", "base": "dicece"}),
+                                         ("dici", {"base": "dicefocal", "reference": False}), ("blob", {}),
                                          ("inverse_weighting", {})])  # fmt: skip
 def test_gradcheck_float64(name, params):
     y = torch.zeros(1, 1, 7, 7, dtype=torch.float64)
@@ -634,8 +666,9 @@ def test_gradcheck_float64(name, params):
 @pytest.mark.parametrize(
     "name,params",
     [
-        ("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("ici", {"sigmoid": True}),
-        ("dici", {}), ("blob", {}), ("blob", {"sigmoid": True}), ("inverse_weighting", {}),
+        ("ici", {}), ("ici", {"reference": False}), ("ici", {"base": "dicece"}), ("ici", {"sigmoid": True}),
+        ("dici", {}), ("dici", {"reference": False}), ("blob", {}), ("blob", {"sigmoid": True}),
+        ("inverse_weighting", {}),
         ("inverse_weighting", {"sigmoid": True}),
     ],
 )  # fmt: skip
@@ -661,7 +694,7 @@ def test_sigmoid_equals_probabilities(shape):
     p, y = random_scene(12, shape, batch=2)
     x = torch.logit(p).detach().requires_grad_(True)
     configs = (
-        ("ici", {}), ("ici", {"reference": True}), ("ici", {"base": "dicece"}), ("dici", {}), ("blob", {}),
+        ("ici", {}), ("ici", {"reference": False}), ("ici", {"base": "dicece"}), ("dici", {}), ("blob", {}),
         ("blob", {"base": "dicece"}), ("inverse_weighting", {}), ("inverse_weighting", {"base": "bce"}),
     )  # fmt: skip
     for name, kw in configs:
@@ -696,7 +729,7 @@ def test_no_python_loop_over_instances_cost_flat():
     y = torch.zeros(1, 1, 80, 80, dtype=torch.float64)
     y[0, 0, ::4, ::4] = 1  # 400 single-voxel instances
     p = (y * 0.8 + 0.1).requires_grad_(True)
-    t = build_loss("ici").terms(p, y)
+    t = build_loss("ici", max_pred_instances=0).terms(p, y)  # no cap on the 400 prediction components
     # every instance is perfectly found (component == instance): Dice_n = 1 - (1.6 + s) / (0.8*... ) identical
     d = 1 - (2 * 0.9 + 1e-5) / (0.9 + 1 + 1e-5)
     assert float(t["instance"].detach()) == pytest.approx(d, abs=1e-12)
@@ -740,10 +773,9 @@ def test_cc_backends_give_identical_losses(backend):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
-    """CPU row-bitmap geometry against the device-agnostic listing path: same tensors ("counts", "voxels") and the
+    """CPU row-bitmap geometry against the device-agnostic listing: the same tensors ("counts", "voxels") and the
     same cube weights up to float64 summation order ("weights"), on lines of one, two and three 64-bit words."""
-    import lossbench.instances as inst
-    import lossbench.losses.ici as ici_mod
+    from lossbench.losses.ici import geometry
 
     rng = np.random.default_rng(100 + seed)
     for trial in range(25):
@@ -757,29 +789,29 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
         img = torch.from_numpy(rng.integers(0, n_img, size=n_lc + n_pc))
         k = min(n_lc, n_pc) // 2  # some prediction cubes equal to label cubes
         centres[n_lc : n_lc + k], img[n_lc : n_lc + k] = centres[:k], img[:k]
-        lo, hi = ici_mod._boxes(centres.reshape(-1, nd), spatial, cube)
+        lo, hi = geometry.cube_bounds(centres.reshape(-1, nd), spatial, cube)
         n_lv = int((hi - lo).clamp(min=0).prod(1)[:n_lc].sum())
         for detail in ("counts", "voxels", "weights"):
-            args = (lo, hi, img, n_lc, n_lv, n_img, spatial, detail)
             np_args = (lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_img, spatial, detail)
-            fast = ici_mod._sparse_geometry_numpy(*np_args)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(inst, "NUMPY_ON_CPU", False)
-                listed = ici_mod._sparse_geometry(*args)
-            names = ["n_both", "n_l", "n_p"] + (["lonly_pos", "lonly_img"] if detail != "counts" else [])
-            names += ["po_img", "po_cnt", "po_box", "po_voxel"] if detail == "voxels" else []
+            fast = geometry._bitmap_geometry(*np_args)
+            with torch_only():
+                listed = geometry._listing_geometry(lo, hi, img, n_lc, n_lv, n_img, spatial, detail)
+            names = ["both", "label", "pred"] + (["label_only_pos", "label_only_image"] if detail != "counts" else [])
+            names += ["pred_only_image", "pred_only_count", "pred_only_cube", "pred_only_voxel"] * (detail == "voxels")
             for name in names:
                 a, b = getattr(fast, name), getattr(listed, name)
                 assert a.dtype == b.dtype and torch.equal(a, b), (trial, detail, name)
             if detail == "counts":
-                assert fast.po_box is None and fast.w_box is None
+                assert fast.pred_only_cube is None and fast.pred_cube_weight is None
             if detail == "voxels":  # the cube weights by hand from the listed prediction-only voxels
                 w = torch.zeros(n_pc, dtype=torch.float64)
-                w.index_add_(0, listed.po_box, listed.po_cnt[listed.po_voxel].double().reciprocal())
+                w.index_add_(
+                    0, listed.pred_only_cube, listed.pred_only_count[listed.pred_only_voxel].double().reciprocal()
+                )
             if detail == "weights":
-                assert fast.po_box is None and listed.po_box is None
-                assert torch.allclose(fast.w_box, w, rtol=1e-12, atol=0), (trial, fast.w_box, w)
-                assert torch.allclose(listed.w_box, w, rtol=1e-12, atol=0), (trial, listed.w_box, w)
+                assert fast.pred_only_cube is None and listed.pred_only_cube is None
+                assert torch.allclose(fast.pred_cube_weight, w, rtol=1e-12, atol=0), (trial, fast.pred_cube_weight, w)
+                assert torch.allclose(listed.pred_cube_weight, w, rtol=1e-12, atol=0), trial
 
 
 @pytest.mark.parametrize("name", ["ici", "dici"])
@@ -790,7 +822,7 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
 def test_linear_terms_equal_general_terms(name, base):
     """The two-stage slot sums of a linear base against the per-voxel general implementation: values and gradients,
     every tp_mode, both centre modes, both reductions, probabilities and logits."""
-    import lossbench.losses.ici as ici_mod
+    import lossbench.losses.ici.terms as terms_mod
 
     # label blobs; the prediction shifts some, misses one (label-only centre voxels) and adds spurious ones
     # (prediction-only centre voxels, overlapping cubes), with low noise so that no noise voxel crosses 0.5
@@ -815,7 +847,7 @@ def test_linear_terms_equal_general_terms(name, base):
                 for general in (False, True):
                     with pytest.MonkeyPatch.context() as mp:  # (the code_path fixture keeps its own patches)
                         if general:
-                            mp.setattr(ici_mod, "_linear_terms", ici_mod._general_terms)
+                            mp.setattr(terms_mod, "linear_base", lambda cfg: False)
                         leaf = inp.clone().requires_grad_(True)
                         kw = {"tp_mode": tp_mode, "center_mode": center_mode, "reduction": reduction, "sigmoid": sig}
                         terms = build_loss(name, base=base, **kw).terms(leaf, y)
@@ -850,35 +882,3 @@ def test_sum_and_gather_equals_autograd(square, sigmoid):
     assert torch.allclose(g, g_ref, atol=1e-12)
     g_sum_only = torch.autograd.grad(sum_and_gather(prep, index, square=square)[0].sum(), leaf)[0]
     assert torch.allclose(g_sum_only, torch.autograd.grad(ref_sums.sum(), leaf)[0], atol=1e-12)
-
-
-@pytest.mark.parametrize("half", [(2, 2, 3), (1, 2, 5)])  # rows of 7 (one 8-byte read) and of 11 voxels
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
-def test_dense_cube_weights_from_the_count_grid(dtype, half):
-    """The dense path's cube weights read from the coverage count grid equal those from a histogram of the cube
-    voxels; the slab bound that picks the count dtype bounds every count (brute force)."""
-    import lossbench.losses.ici as ici_mod
-    from lossbench.instances import coverage_work_size, cube_coverage
-
-    rng = np.random.default_rng(8)
-    spatial, n_img = (11, 12, 13), 2
-    shape = (n_img, *spatial)
-    centre_l = torch.from_numpy(np.stack([rng.integers(0, s, 9) for s in spatial], 1))
-    centre_p = torch.from_numpy(np.stack([rng.integers(0, s, 40) for s in spatial], 1))
-    img_l, img_p = torch.from_numpy(rng.integers(0, n_img, 9)), torch.from_numpy(rng.integers(0, n_img, 40))
-    size = coverage_work_size(shape, half)
-    work_l = torch.empty(2 * size, dtype=torch.bool)
-    in_l = cube_coverage(centre_l, img_l, half, shape, torch.bool, work=work_l)
-    work_p = torch.empty(2 * size, dtype=dtype)
-    count = cube_coverage(centre_p, img_p, half, shape, dtype, work=work_p)
-    skip_pad = work_l[:size] if in_l.storage_offset() < size else work_l[size:]
-    count_pad = work_p[:size] if count.storage_offset() < size else work_p[size:]
-    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
-    ref = ici_mod._cube_weights(skip_pad, padded, centre_p, img_p, half, spatial)
-    got = ici_mod._cube_weights(skip_pad, padded, centre_p, img_p, half, spatial, None, count_pad)
-    assert ref.sum() > 0 and torch.allclose(got, ref, rtol=1e-12, atol=0)
-    bound = ici_mod._slab_bound(centre_p, img_p, half[0], n_img)
-    brute = max(
-        int(((img_p == b) & ((centre_p[:, 0] - z).abs() <= half[0])).sum()) for b in range(n_img) for z in range(-3, 15)
-    )
-    assert bound == brute and int(count.max()) <= bound

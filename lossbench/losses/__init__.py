@@ -34,14 +34,14 @@ from lossbench.losses.baselines import (
 )
 from lossbench.losses.blob import BlobLoss, blob_loss, blob_terms
 from lossbench.losses.ici import (
-    LOSSBENCH_DEFAULTS,
-    REFERENCE_DEFAULTS,
     DICILoss,
     ICILoss,
     dici_loss,
     dici_terms,
+    help_table,
     ici_loss,
     ici_terms,
+    modes,
 )
 from lossbench.losses.inverse_weighting import (
     InverseWeightingLoss,
@@ -141,18 +141,6 @@ _HELP = {
     "clip_max": "upper weight clip",
     "connectivity": "orthogonal hops; None = full (8 in 2D, 26 in 3D)",
     "cc_backend": "labelling backend: auto (cc3d on CPU, torch on CUDA), cc3d, scipy, torch, maxpool",
-    "num_iterations": "iterations of the maxpool (reference) labelling",
-    "a": "weight of the global term",
-    "b": "weight of the (label-)instance term",
-    "c": "weight of the center term",
-    "tp_mode": "keep (Eq. 3) | remove (Eq. 5, set difference) | remove_detached (public code)",
-    "cube_size": "odd side length of the centre cubes",
-    "center_mode": "reference (constant cubes, zero gradient) | trainable (lossbench's design)",
-    "reduction": "instance (1/Z over the mini-batch) | image (per image, then mean)",
-    "max_pred_instances": "use only the first k prediction components per image (0 = off)",
-    "too_many_factor": "no prediction component if more than factor x label instances (0 = off)",
-    "threshold": "prediction components are prob >= threshold",
-    "reference": "set every reference behaviour not given explicitly",
 }
 
 _HELP_BY_LOSS = {
@@ -163,16 +151,10 @@ _HELP_BY_LOSS = {
         "gamma": "focal exponent",
         "connectivity": "label connectivity; None = full (26 in 3D, as the reference)",
     },
-    "dici": {"c": "weight of the predicted-instance term", "d": "weight of the center term"},
+    "ici": help_table(dual=False),
+    "dici": help_table(dual=True),
 }
 _ACTIVATION = ("sigmoid", "softmax", "include_background", "to_onehot_y")
-
-_MODES = {
-    "reference": dict(REFERENCE_DEFAULTS),
-    "lossbench": dict(LOSSBENCH_DEFAULTS),
-    "reference_options": {"tp_mode": "remove_detached", "center_mode": "reference", "caps": "50 / 50"},
-    "trainable_options": {"tp_mode": "keep | remove", "center_mode": "trainable"},
-}
 
 
 def build_loss(name_or_dict: str | dict[str, Any], **params: Any) -> nn.Module:
@@ -210,8 +192,8 @@ def list_losses() -> list[dict[str, Any]]:
     Returns:
         One dict per loss: ``name``, ``summary``, ``terms`` (names returned by ``terms()`` besides "total"),
         ``params`` (name -> default), ``help`` (name -> one line). ``ici`` and ``dici`` also carry ``modes``:
-        which option values are the public code's (``reference``, set by ``reference=True``) and which are
-        lossbench's defaults (``lossbench``: tp_mode="remove", center_mode="trainable", caps off).
+        which option values are the published loss's (``reference``, the defaults) and which are lossbench's own
+        design (``lossbench``: tp_mode="remove", center_mode="trainable", caps off; set by ``reference=False``).
     """
     out = []
     for entry in LOSSES:
@@ -224,7 +206,7 @@ def list_losses() -> list[dict[str, Any]]:
             "help": {k: _HELP_BY_LOSS.get(entry.name, {}).get(k, _HELP.get(k, "")) for k in params},
         }
         if entry.name in ("ici", "dici"):
-            item["modes"] = {k: dict(v) for k, v in _MODES.items()}
+            item["modes"] = modes(dual=entry.name == "dici")
         out.append(item)
     return out
 
@@ -257,8 +239,8 @@ def print_losses() -> None:
             ref = ", ".join(f"{k}={_fmt(v)}" for k, v in item["modes"]["reference"].items())
             own = ", ".join(f"{k}={_fmt(v)}" for k, v in item["modes"]["lossbench"].items())
             meaning += (
-                f"\n\nreference=True (public code): {ref}\nlossbench default (trainable): {own}"
-                "\nNone for tp_mode/center_mode/caps means 'default of the mode'."
+                f"\n\ndefault = the published loss (public code, exact labelling): {ref}"
+                f"\nlossbench's own design (reference=False, or each option alone): {own}"
             )
         table.add_row(item["name"], meaning, ", ".join(item["terms"]), params)
     Console().print(table)

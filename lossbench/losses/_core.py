@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.errors import ConfigError, DataError, ShapeError, expect
-from lossbench.instances import numpy_ok
+from lossbench.ops import use_numpy
 from lossbench.registry import suggest
 
 __all__ = [
@@ -44,6 +44,9 @@ __all__ = [
     "baseline_terms",
     "sum_and_gather",
 ]
+
+#: Input dtypes that :func:`prepare` upcasts to float32 before any computation.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 #: Names usable as the ``base`` of ici / dici / blob (the registered pixel-wise baselines).
 BASE_NAMES = ("dice", "bce", "focal", "dicece", "dicefocal", "gdicefocal")
@@ -252,7 +255,7 @@ def check_activation(sigmoid: Any, softmax: Any, include_background: Any, to_one
 
 def _binary_mask(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """``(t == 1, every entry is 0 or 1)`` for a floating tensor; CPU tensors through numpy (about 3x faster)."""
-    if numpy_ok(t):
+    if use_numpy(t):
         a = t.numpy()
         ones = a == 1
         return torch.from_numpy(ones), np.count_nonzero(ones) + np.count_nonzero(a == 0) == a.size
@@ -271,6 +274,9 @@ def prepare(
 ) -> Prepared:
     """Validate ``input``/``target`` (before any computation) and return probabilities and a float target.
 
+    float16/bfloat16 inputs are computed in float32 (see :data:`HALF_DTYPES`): the returned probabilities, and so
+    every loss value, are float32, and the gradient reaches the half-precision input through the cast.
+
     Raises:
         ShapeError: not tensors of shape ``(B, C, *spatial)`` with 2 or 3 spatial dims, mismatched shapes,
             ``softmax`` / ``include_background=False`` / ``to_onehot_y`` with one channel.
@@ -288,6 +294,12 @@ def prepare(
         )
     if not input.is_floating_point():
         raise DataError(f"`input` must be a floating tensor, got dtype {input.dtype}")
+    if input.dtype in HALF_DTYPES:
+        # Half-precision inputs (a network under autocast) are upcast once, here: every sum, weight and instance
+        # statistic after this point is accumulated in float32 (bfloat16 keeps 8 significant bits, so sums over
+        # thousands of voxels drift by several percent, and inverse-weighting weights up to 2e5 overflow float16).
+        # The gradient flows back through the cast in the input's dtype.
+        input = input.float()
     n_ch = input.shape[1]
     if to_onehot_y:
         if n_ch == 1:
@@ -507,6 +519,8 @@ def sum_and_gather(prep: Prepared, index: torch.Tensor, *, square: bool = False)
 def baseline_terms(spec: BaseSpec, prep: Prepared) -> dict[str, torch.Tensor]:
     """The pixel-wise baseline ``spec`` on a whole prepared batch, MONAI semantics; terms plus ``"total"``.
 
+    A part whose weight (``lambda_*``) is 0 is neither computed nor returned.
+
     Overlap part per (image, channel) (or per channel with ``batch``; generalised Dice sums its weighted
     channels per image), mean over the rest; per-voxel part: mean over every voxel of every channel.
     """
@@ -515,8 +529,8 @@ def baseline_terms(spec: BaseSpec, prep: Prepared) -> dict[str, torch.Tensor]:
     pf = p.reshape(b, c, -1)
     yf = y.reshape(b, c, -1)
     terms: dict[str, torch.Tensor] = {}
-    total = p.new_zeros(())
-    if spec.dice is not None:
+    total = None
+    if spec.dice is not None and spec.lambda_dice > 0:
         axes = (0, 2) if spec.batch else (2,)
         inter = (pf * yf).sum(axes)
         pred = pred_stat(spec, pf).sum(axes)
@@ -532,13 +546,13 @@ def baseline_terms(spec: BaseSpec, prep: Prepared) -> dict[str, torch.Tensor]:
         else:
             d = dice_from_sums(spec, inter, pred, ground).mean()
         terms[spec.dice_name] = d
-        total = total + spec.lambda_dice * d
-    if spec.elem is not None:
+        total = spec.lambda_dice * d
+    if spec.elem is not None and spec.lambda_elem > 0:
         if prep.logits is not None:
             e = elementwise_logits(spec, prep.logits, y).mean()
         else:
             e = elementwise(spec, p, y).mean()
         terms[spec.elem_name] = e
-        total = total + spec.lambda_elem * e
-    terms["total"] = total
+        total = spec.lambda_elem * e if total is None else total + spec.lambda_elem * e
+    terms["total"] = p.sum() * 0.0 if total is None else total  # every weight 0: a zero still on the graph
     return terms

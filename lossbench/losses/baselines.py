@@ -94,7 +94,7 @@ class BaselineLoss(TermLoss):
         self.activation = ActivationConfig(sigmoid, softmax, include_background, to_onehot_y)
         self.spec: BaseSpec = make_base_spec({"name": self.base_name, **params}, owner=self.base_name)
 
-    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every named term of the baseline plus ``"total"``."""
         return baseline_terms(self.spec, self.activation.prepare(input, target))
 

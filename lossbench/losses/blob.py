@@ -22,7 +22,7 @@ import torch
 from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import component_images, flat_nonzero, foreground_ids, segment_sum
+from lossbench.instances import component_images, foreground_ids
 from lossbench.losses._core import (
     BaseSpec,
     Prepared,
@@ -38,6 +38,7 @@ from lossbench.losses._core import (
 )
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
+from lossbench.ops import flat_nonzero, segment_sum
 
 __all__ = ["BlobLoss", "blob_terms", "blob_loss"]
 
@@ -115,7 +116,8 @@ class BlobLoss(TermLoss):
     image's instances, then over the (image, channel) pairs that have at least one instance; 0 if none.
     Every predicted voxel outside the other instances counts against every instance, including far-away
     spurious blobs and sub-threshold values (Figure 1D). Unlike the public code, a zero weight never
-    switches the other term off: ``total`` is always ``alpha * main + beta * blob``.
+    switches the other term off: ``total`` is always ``alpha * main + beta * blob``. A term with weight 0 is left
+    out of ``terms()`` (with ``beta = 0`` nothing is labelled).
 
     Args:
         alpha: weight of the main (global) loss (2, as recommended).
@@ -144,10 +146,14 @@ class BlobLoss(TermLoss):
         self.cc_backend = check_choice("cc_backend", cc_backend, BACKENDS)
         self.activation = ActivationConfig(sigmoid, softmax, include_background, to_onehot_y)
 
-    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return the terms "main", "blob" (unweighted) and the weighted "total"."""
+    def _terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the terms "main", "blob" (unweighted; one with weight 0 is left out) and the weighted "total"."""
         prep = self.activation.prepare(input, target)
-        return _blob_terms(self.spec, self.alpha, self.beta, self.connectivity, self.cc_backend, prep)
+        if self.beta == 0:  # nothing to label for
+            main = baseline_terms(self.spec, prep)["total"]
+            return {"main": main, "total": self.alpha * main}
+        terms = _blob_terms(self.spec, self.alpha, self.beta, self.connectivity, self.cc_backend, prep)
+        return terms if self.alpha > 0 else {"blob": terms["blob"], "total": terms["total"]}
 
 
 def blob_terms(input: torch.Tensor, target: torch.Tensor, **params: Any) -> dict[str, torch.Tensor]:

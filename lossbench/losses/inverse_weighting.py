@@ -21,7 +21,7 @@ import torch
 from lossbench.cc import label_batch
 from lossbench.cc.api import BACKENDS
 from lossbench.errors import expect
-from lossbench.instances import flat_nonzero, foreground_ids
+from lossbench.instances import foreground_ids
 from lossbench.losses._core import (
     BaseSpec,
     check_choice,
@@ -32,6 +32,7 @@ from lossbench.losses._core import (
 )
 from lossbench.losses._module import TermLoss
 from lossbench.losses.baselines import ActivationConfig
+from lossbench.ops import flat_nonzero
 
 __all__ = ["InverseWeightingLoss", "inverse_weights", "inverse_weighting_terms", "inverse_weighting_loss"]
 
@@ -137,7 +138,7 @@ class InverseWeightingLoss(TermLoss):
         self.spec = BaseSpec(base, elem=elem, gamma=float(gamma), alpha=float(alpha))
         self.activation = ActivationConfig(sigmoid, softmax, include_background, to_onehot_y)
 
-    def terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _terms(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the term "weighted" (the weighted base) and "total" (the same value)."""
         prep = self.activation.prepare(input, target)
         p, y = prep.prob, prep.target

@@ -35,7 +35,8 @@ import torch
 from lossbench.cc import label_batch
 from lossbench.cc.api import resolve_connectivity
 from lossbench.errors import DataError, ShapeError, expect
-from lossbench.instances import component_sizes, flat_nonzero, foreground_ids, overlap_pairs
+from lossbench.instances import component_sizes, foreground_ids, overlap_pairs
+from lossbench.ops import flat_nonzero
 
 __all__ = ["InstanceMatch", "match_instances", "match_validated", "validate_pair", "check_spacing"]
 

@@ -1,0 +1,399 @@
+"""Axis-aligned boxes on a batch of images: their voxels, how many cover each voxel, and sums over them.
+
+A box is given by its integer centre and a half width per axis: it covers ``|x_d - centre_d| <= half_d`` on every
+axis, truncated at the image border (:func:`cube_coverage`, :func:`box_sums`, :func:`inverse_coverage_sums`), or by
+its corners ``lo <= x < hi`` (:func:`box_voxels`). Positions are flat indices into the flattened ``(B, *spatial)``
+batch; ``image`` gives each box's image.
+
+The coverage grids are *padded*: along every axis voxel ``x`` sits at index ``x + 1`` of ``s + 2 half + 1`` entries,
+so that a box's window never leaves the buffer and no bounds checks are needed (:func:`cube_coverage`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from lossbench.ops.dispatch import use_numpy
+from lossbench.ops.indexing import flat_nonzero, take_flat, take_rows
+
+__all__ = [
+    "box_voxels",
+    "window_sums",
+    "cube_coverage",
+    "coverage_work_size",
+    "coverage_dtype",
+    "box_sums",
+    "inverse_coverage_sums",
+    "INCIDENCE_LIMIT",
+]
+
+
+def box_voxels(
+    lo: torch.Tensor, hi: torch.Tensor, image: torch.Tensor, spatial: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every voxel of every box ``lo <= x < hi``, without touching the rest of the volume.
+
+    Args:
+        lo: int64 ``(N, ndim)`` inclusive lower corners (inside the image).
+        hi: int64 ``(N, ndim)`` exclusive upper corners (inside the image); empty boxes give no voxel.
+        image: int64 ``(N,)`` image index of every box.
+        spatial: the spatial shape.
+
+    Returns:
+        ``(flat, box)``: flat positions (with repeats where boxes overlap) and the box of each, boxes in order and
+        each box's voxels in raster order. Cost O(N x largest box volume).
+    """
+    n = lo.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=lo.device)
+        return empty, empty
+    if use_numpy(lo):
+        flat, box = _box_voxels_numpy(lo.numpy(), hi.numpy(), image.numpy(), spatial)
+        return torch.from_numpy(flat), torch.from_numpy(box)
+    ndim = len(spatial)
+    strides = [math.prod(spatial[d + 1 :]) for d in range(ndim)]
+    size = (hi - lo).clamp(min=0)
+    ext = size.amax(0).tolist()  # offsets inside the largest box, per axis (one host sync)
+    flat = (image * math.prod(spatial) + (lo * torch.tensor(strides, device=lo.device)).sum(1)).view((n,) + (1,) * ndim)
+    valid = torch.ones((n,) + (1,) * ndim, dtype=torch.bool, device=lo.device)
+    for d in range(ndim):
+        shape = [1] * (ndim + 1)
+        shape[d + 1] = ext[d]
+        off = torch.arange(ext[d], device=lo.device).view(shape)
+        flat = flat + off * strides[d]
+        valid = valid & (off < size[:, d].view((n,) + (1,) * ndim))
+    keep = flat_nonzero(valid.expand(flat.shape))
+    return take_flat(flat, keep), torch.div(keep, max(math.prod(ext), 1), rounding_mode="floor")
+
+
+def _box_voxels_numpy(
+    lo: np.ndarray, hi: np.ndarray, image: np.ndarray, spatial: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`box_voxels` on arrays: the same voxels in the same order (offsets in the largest box, raster order)."""
+    ndim = len(spatial)
+    strides = np.array([math.prod(spatial[d + 1 :]) for d in range(ndim)], dtype=np.int64)
+    size = np.clip(hi - lo, 0, None)
+    ext = size.max(0)
+    grid = np.indices(tuple(int(e) for e in ext)).reshape(ndim, -1)
+    flat = (image * math.prod(spatial) + lo @ strides)[:, None] + (strides @ grid)[None, :]
+    valid = np.ones(flat.shape, dtype=bool)
+    for d in range(ndim):
+        if int(size[:, d].min()) < int(ext[d]):  # some box is smaller along this axis
+            valid &= grid[d][None, :] < size[:, d : d + 1]
+    keep = np.flatnonzero(valid)
+    return flat.reshape(-1)[keep], keep // max(grid.shape[1], 1)
+
+
+def window_sums(
+    buf: torch.Tensor, widths: tuple[int, ...], strides: tuple[int, ...], *, scratch: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Forward window sums of a flat buffer along several axes: ``out[i] = sum_{k < w} buf[i + k * stride]`` per axis.
+
+    For a bool ``buf`` the "sum" is a logical or (is any entry of the window set). Separable, one pass per axis
+    into one of two ping-pong buffers, whatever the number of non-zero entries: ``w - 1`` contiguous shifted adds
+    for sums, about ``log2(w)`` shifted ors for bools (or is idempotent, so overlapping windows may be doubled).
+    Entries whose window leaves their axis (the last ``w - 1`` positions along it) or the buffer hold partial
+    results: callers pad every axis by ``w - 1`` and read only the other positions, for which the result is exact
+    (the flat shifts never carry into the next row there).
+
+    Args:
+        buf: 1-D tensor (a flattened, padded array), integer, floating or bool.
+        widths: window width per axis (>= 1).
+        strides: flat stride per axis, same length as ``widths``.
+        scratch: optional 1-D tensor like ``buf``; when given, ``buf`` and ``scratch`` are both overwritten and
+            the result is one of them (no allocation: fresh memory costs page faults on CPU).
+
+    Returns:
+        a 1-D tensor of ``buf``'s shape and dtype.
+    """
+    n = buf.numel()
+    work = [buf, scratch if scratch is not None else torch.empty_like(buf)]
+    src = buf
+
+    def target() -> torch.Tensor:
+        dst = work[1] if src is work[0] else work[0]
+        if scratch is None and dst is buf:
+            dst = work[0] = torch.empty_like(buf)  # never overwrite the caller's ``buf``
+        return dst
+
+    for width, stride in zip(widths, strides):
+        if width <= 1 or stride >= n:
+            continue
+        if buf.dtype == torch.bool:
+            covered = 1  # ``src`` holds ors over windows of ``covered`` entries
+            while covered < width:
+                shift = min(covered, width - covered) * stride
+                dst = target()
+                if shift < n:
+                    torch.bitwise_or(src[: n - shift], src[shift:], out=dst[: n - shift])
+                dst[max(n - shift, 0) :] = src[max(n - shift, 0) :]
+                covered += shift // stride
+                src = dst
+            continue
+        dst = target()
+        torch.add(src[: n - stride], src[stride:], out=dst[: n - stride])
+        dst[n - stride :] = src[n - stride :]
+        for k in range(2, width):
+            shift = k * stride
+            if shift >= n:
+                break
+            dst[: n - shift] += src[shift:]
+        src = dst
+    return src if (src is not buf or scratch is not None) else buf.clone()
+
+
+def coverage_work_size(shape: tuple[int, ...], half: tuple[int, ...]) -> int:
+    """Entries of one padded grid of :func:`cube_coverage` (its ``work`` buffer needs two)."""
+    return shape[0] * math.prod(s + 2 * h + 1 for s, h in zip(shape[1:], half))
+
+
+def cube_coverage(
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    *,
+    work: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """How many boxes ``[centre - half, centre + half]`` (per axis, truncated at the border) cover every voxel.
+
+    A box covers voxel x iff ``|x_d - centre_d| <= half_d`` on every axis, so the count map is the histogram of
+    the centres filtered by a ``(2 half + 1)``-wide window on every axis (:func:`window_sums` on a padded grid).
+    Cost O(voxels * sum(half)) in contiguous integer adds plus O(boxes), independent of how many boxes there are
+    or how much they overlap; with ``dtype=torch.bool`` only whether any box covers the voxel, in about
+    ``log2(2 half + 1)`` byte-wide passes per axis.
+
+    Args:
+        centre: int64 ``(N, ndim)`` box centres (may lie outside the image; boxes missing it are ignored).
+        image: int64 ``(N,)`` image index of every box.
+        half: half width per axis.
+        shape: ``(B, *spatial)``.
+        dtype: integer count dtype, which must hold the largest count (see :func:`coverage_dtype`), or
+            ``torch.bool`` for the union of the boxes.
+        work: optional flat buffer of ``dtype`` with at least ``2 * coverage_work_size(shape, half)`` entries,
+            reused instead of fresh memory; the result then lives in it (valid until ``work`` is reused).
+
+    Returns:
+        map of shape ``shape`` and dtype ``dtype``: a strided view into the padded work buffer (no copy), voxel
+        ``x`` at padded index ``x + 1`` on every axis.
+    """
+    batch, spatial = shape[0], tuple(shape[1:])
+    ndim = len(spatial)
+    dev = centre.device
+    half_t = torch.tensor(half, dtype=torch.int64, device=dev)
+    size_t = torch.tensor(spatial, dtype=torch.int64, device=dev)
+    # padded grid: index j = centre + half + 1 along each axis; voxel x reads the window starting at x + 1
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    strides = tuple(math.prod(padded[d + 1 :]) for d in range(ndim))
+    size = coverage_work_size(shape, half)
+    if work is None:
+        work = torch.empty(2 * size, dtype=dtype, device=dev)
+    hist, scratch = work[:size], work[size : 2 * size]
+    hist.zero_()
+    j = centre + half_t + 1
+    inside = ((centre >= -half_t) & (centre <= size_t - 1 + half_t)).all(dim=1)
+    flat = image * math.prod(padded) + (j * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
+    if dtype == torch.bool:
+        hist[flat[inside]] = True
+    else:
+        hist.index_put_((flat[inside],), torch.ones((), dtype=dtype, device=dev), accumulate=True)
+    cov = window_sums(hist, tuple(2 * h + 1 for h in half), strides, scratch=scratch).view(batch, *padded)
+    return cov[(slice(None),) + tuple(slice(1, s + 1) for s in spatial)]
+
+
+def coverage_dtype(centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...], n_img: int) -> torch.dtype:
+    """The narrowest count dtype of :func:`cube_coverage` that cannot overflow: ``uint8`` or ``int32``.
+
+    A voxel lies in at most as many boxes as there are box centres of its image within ``2 half_0 + 1``
+    consecutive indices of the first axis; that bound is computed from the centres (O(boxes), on the host).
+    Byte-wide counts make the window sums four times cheaper in memory traffic.
+    """
+    if centre.shape[0] == 0:
+        return torch.uint8
+    z, img = centre[:, 0].cpu().numpy(), image.cpu().numpy()
+    lo = int(z.min())
+    span, width = int(z.max()) - lo + 1, 2 * half[0] + 1
+    hist = np.bincount(img * span + (z - lo), minlength=n_img * span).reshape(n_img, span)
+    if span <= width:
+        bound = int(hist.sum(1).max())
+    else:
+        before = np.concatenate([np.zeros((n_img, 1), dtype=np.int64), hist.cumsum(1)], axis=1)
+        bound = int((before[:, width:] - before[:, :-width]).max())
+    return torch.uint8 if bound <= 255 else torch.int32
+
+
+def box_sums(values: torch.Tensor, centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...]) -> torch.Tensor:
+    """Per box, the sum of ``values`` over the box's voxels (truncated at the image border).
+
+    ``values`` is ``(B, *spatial)``; box ``i`` covers ``|x_d - centre[i, d]| <= half_d``. The sums are the values
+    filtered by a ``(2 half + 1)``-wide window on every axis and read at the centres: O(voxels x sum(half)) adds,
+    whatever the number of boxes or their overlap, one image at a time (memory: two padded images). Each sum is
+    accumulated window by window in ``values``' dtype.
+
+    Args:
+        values: ``(B, *spatial)`` floating tensor (detached).
+        centre: int64 ``(N, ndim)`` box centres, each within one voxel of the image (``-1 <= centre_d <= s_d``).
+        image: int64 ``(N,)`` image of every box.
+        half: half width per axis.
+
+    Returns:
+        ``(N,)`` sums in ``values``' dtype.
+    """
+    spatial = tuple(values.shape[1:])
+    ndim = len(spatial)
+    dev = values.device
+    # voxel x at padded index x + h + 1: the window starting at index c + 1 covers voxels c - h .. c + h
+    padded = tuple(s + 2 * h + 2 for s, h in zip(spatial, half))
+    strides = tuple(math.prod(padded[d + 1 :]) for d in range(ndim))
+    inner = tuple(slice(h + 1, h + 1 + s) for s, h in zip(spatial, half))
+    out = torch.zeros(centre.shape[0], dtype=values.dtype, device=dev)
+    read = ((centre + 1) * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
+    buf = torch.zeros(math.prod(padded), dtype=values.dtype, device=dev)
+    scratch = torch.empty_like(buf)
+    for b in range(values.shape[0]):
+        here = flat_nonzero(image == b)
+        if here.numel() == 0:
+            continue
+        buf.zero_()
+        buf.view(padded)[inner] = values[b].detach()
+        sums = window_sums(buf, tuple(2 * h + 1 for h in half), strides, scratch=scratch)
+        out[here] = sums[read[here]]
+    return out
+
+
+#: :func:`inverse_coverage_sums` lists (box, voxel) incidences while there are at most this many per image voxel,
+#: and filters the whole volume beyond (bounded time and memory, whatever the number of boxes).
+INCIDENCE_LIMIT = 1.0
+
+
+def inverse_coverage_sums(
+    skip: torch.Tensor,
+    count: torch.Tensor,
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    spatial: tuple[int, ...],
+) -> torch.Tensor:
+    """Per box, ``sum over its voxels v outside skip of 1 / count(v)`` (float64), ``count`` = boxes covering v.
+
+    ``skip`` (bool) and ``count`` (the boxes' own coverage, integer) are the padded grids behind two
+    :func:`cube_coverage` results (the half of each work buffer that holds the result, ``(B * prod(padded),)``);
+    anything may sit in their padding. Box ``i`` covers ``|x_d - centre[i, d]| <= half_d`` truncated at the border.
+
+    Two exact algorithms, chosen by cost: while the boxes hold at most :data:`INCIDENCE_LIMIT` (box, voxel)
+    incidences per voxel of the batch, every incidence outside ``skip`` is listed and its ``1 / count`` summed per
+    box (O(incidences)); beyond that, ``1 / count`` outside ``skip`` is written into a dense grid and summed over
+    each box by :func:`box_sums` (O(voxels)). Both sum in float64; their results agree to about 1e-12 relative
+    (summation order).
+    """
+    n = centre.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.float64, device=centre.device)
+    box_volume = math.prod(2 * h + 1 for h in half)
+    n_img = skip.numel() // math.prod(s + 2 * h + 1 for s, h in zip(spatial, half))
+    if n * box_volume <= INCIDENCE_LIMIT * n_img * math.prod(spatial):
+        return _incidence_sums(skip, count, centre, image, half, spatial)
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    crop = (slice(None),) + tuple(slice(1, s + 1) for s in spatial)
+    cnt = count.view(n_img, *padded)[crop]
+    outside = ~skip.view(n_img, *padded)[crop] & (cnt > 0)
+    inverse = torch.where(outside, 1.0 / cnt.to(torch.float64).clamp(min=1), 0.0)
+    return box_sums(inverse, centre, image, half)
+
+
+def _incidence_sums(
+    skip: torch.Tensor,
+    count: torch.Tensor,
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    spatial: tuple[int, ...],
+) -> torch.Tensor:
+    """:func:`inverse_coverage_sums` by listing incidences: each box's rows along the last axis, read from the grid.
+
+    Rows and columns outside the image are masked; only the (box, row, column) incidences outside ``skip`` are kept.
+    """
+    if use_numpy(centre):
+        args = (skip.numpy(), count.numpy(), centre.numpy(), image.numpy(), half, spatial)
+        return torch.from_numpy(_incidence_sums_numpy(*args))
+    ndim = len(spatial)
+    dev = centre.device
+    n = centre.shape[0]
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
+    width = 2 * half[-1] + 1
+    lead = (n,) + (1,) * (ndim - 1)
+    # first voxel of each row: padded index of (row coordinates, centre_last - half_last); rows outside the image
+    # are clamped into it and masked; the start never leaves the buffer (padding >= 1 row before the image)
+    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).view(lead)
+    valid = torch.ones(lead, dtype=torch.bool, device=dev)
+    for d in range(ndim - 1):
+        coord = centre[:, d : d + 1] + torch.arange(-half[d], half[d] + 1, device=dev)
+        shape = [n] + [1] * (ndim - 1)
+        shape[d + 1] = coord.shape[1]
+        start = start + ((coord.clamp(0, spatial[d] - 1) + 1) * strides[d]).view(shape)
+        valid = valid & ((coord >= 0) & (coord < spatial[d])).view(shape)
+    cols = centre[:, -1:] + torch.arange(-half[-1], half[-1] + 1, device=dev)
+    valid = valid.reshape(n, -1, 1) & ((cols >= 0) & (cols < spatial[-1])).view(n, 1, width)
+    flat_start = start.reshape(-1)
+    keep = valid & ~take_rows(skip, flat_start, width).view(valid.shape)
+    inc = flat_nonzero(keep)  # (box, row, column) incidences outside the skipped voxels
+    weights = torch.zeros(n, dtype=torch.float64, device=dev)
+    if inc.numel() == 0:
+        return weights
+    box = torch.div(inc, keep[0].numel(), rounding_mode="floor")
+    pos = take_flat(flat_start, torch.div(inc, width, rounding_mode="floor")) + inc % width
+    return weights.index_add_(0, box, take_flat(count, pos).to(torch.float64).reciprocal())
+
+
+def _incidence_sums_numpy(
+    skip: np.ndarray,
+    count: np.ndarray,
+    centre: np.ndarray,
+    image: np.ndarray,
+    half: tuple[int, ...],
+    spatial: tuple[int, ...],
+) -> np.ndarray:
+    """:func:`_incidence_sums` on arrays: the same incidences in the same order, the same float64 sums.
+
+    Instead of masking rows and columns outside the image, it marks ``skip``'s padding columns (of every line) and
+    its first ``width`` entries (a sink row for the rows outside the image) as skipped: ``skip`` is overwritten
+    there (its padding holds no result). A row of at most 8 voxels is read as one unaligned 8-byte word.
+    """
+    ndim = len(spatial)
+    n = centre.shape[0]
+    padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
+    strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
+    width = 2 * half[-1] + 1
+    lines = skip.reshape(-1, padded[-1])
+    lines[:, 0] = True
+    lines[:, spatial[-1] + 1 :] = True
+    skip[:width] = True
+    lead = (n,) + (1,) * (ndim - 1)
+    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).reshape(lead)
+    valid = np.ones(lead, dtype=bool)
+    for d in range(ndim - 1):
+        coord = centre[:, d : d + 1] + np.arange(-half[d], half[d] + 1)
+        shape = [n] + [1] * (ndim - 1)
+        shape[d + 1] = coord.shape[1]
+        start = start + ((np.clip(coord, 0, spatial[d] - 1) + 1) * strides[d]).reshape(shape)
+        valid = valid & ((coord >= 0) & (coord < spatial[d])).reshape(shape)
+    # rows outside the image read the sink row; a row's columns outside the image read the (skipped) padding
+    flat_start = np.where(valid, start, 0).reshape(-1)
+    rows_per_box = flat_start.size // n
+    if width <= 8 and int(flat_start.max()) <= skip.size - 8:
+        words = np.ndarray((skip.size - 7,), dtype="<u8", buffer=skip, strides=(1,))
+        ones = np.uint64(sum(1 << (8 * k) for k in range(width)))
+        kept = (~words[flat_start] & ones).view(np.uint8).view(bool)
+        on = np.flatnonzero(kept)  # (box, row) x 8 byte slots; only the first ``width`` can be set
+        row, col = on >> 3, on & 7
+    else:
+        rows = np.lib.stride_tricks.as_strided(skip, (skip.size - width + 1, width), (skip.strides[0],) * 2)
+        inc = np.flatnonzero(~rows[flat_start])
+        row, col = inc // width, inc % width
+    pos = flat_start[row] + col
+    return np.bincount(row // rows_per_box, weights=1.0 / count[pos], minlength=n)
