@@ -1,12 +1,15 @@
 """Command-line interface: argument parsing only; every subcommand calls one plain Python function.
 
 User mistakes (any :class:`~lossbench.errors.LossbenchError`) are printed as one line on stderr and the
-process exits with status 2.
+process exits with status 2. Ctrl-C prints one line and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -187,9 +190,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LossbenchError as exc:
         print(f"lossbench {ns.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"lossbench {ns.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(ns.command, exc)
+
+
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """Ctrl-C: print one line (a run says what it kept) and return 130; a further Ctrl-C exits at once.
+
+    The process exits here, without the interpreter's exit handlers (they could wait on killed workers), when
+    the run was cut short by a second Ctrl-C (``exc.forced``) or another Ctrl-C comes while the line is printed.
+    """
+    again: list[int] = []
+    with contextlib.suppress(ValueError):  # ValueError: not the main thread, signals are not ours to handle
+        signal.signal(signal.SIGINT, lambda signum, frame: again.append(signum))
+    print(f"lossbench {command}: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr)
+    if getattr(exc, "forced", False) or again:
+        _exit_now(130)
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, lambda signum, frame: _exit_now(130))
+    return 130
+
+
+def _exit_now(status: int) -> None:
+    """Flush the output and end the process at once, without the interpreter's exit handlers."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    import multiprocessing.util
+
+    # Unlink the named semaphores of the killed workers' queues, which the skipped exit handlers would have done
+    # (multiprocessing's resource tracker would unlink them too, but with a "leaked semaphore objects" warning).
+    with contextlib.suppress(Exception):  # a private helper of multiprocessing: best effort
+        multiprocessing.util._run_finalizers(0)
+    os._exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

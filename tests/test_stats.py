@@ -175,6 +175,33 @@ def test_bootstrap_multi_metric_mean_rank():
     assert res.full_rank.to_dict() == {"base": 1, "good": 1, "bad": 2}
 
 
+def test_bootstrap_first_place_ties_are_split_and_sum_to_one():
+    t = _table()[["base", "good", "bad"]]
+    vd = pd.DataFrame({"base": np.ones(N), "good": np.full(N, 2.0), "bad": np.full(N, 3.0)}, index=t.index)
+    # 'base' and 'good' tie for first in every resample (see the test above): half a first place each.
+    res = bootstrap_ranking({"dice": t, "vd": vd}, {"dice": "max", "vd": "min"}, n_resamples=50)
+    assert res.summary["p_first"].to_dict() == {"base": 0.5, "good": 0.5, "bad": 0.0}
+    assert res.summary["p_tied_first"].to_dict() == {"base": 1.0, "good": 1.0, "bad": 0.0}
+    # Random data with frequent ties ('same' copies 'base'): the loop oracle, and the shares sum to 1.
+    rng = np.random.default_rng(3)
+    r = pd.DataFrame(rng.normal(size=(6, 3)).round(1), columns=["a", "b", "c"])
+    r["same"] = r["a"]
+    res = bootstrap_ranking({"m": r}, {"m": "max"}, n_resamples=300, seed=2)
+    share = dict.fromkeys(r.columns, 0.0)
+    tied = dict.fromkeys(r.columns, 0)
+    for _, ranks in res.ranks.iterrows():
+        winners = [m for m in r.columns if ranks[m] == 1]
+        for m in winners:
+            share[m] += 1 / len(winners) / 300
+            tied[m] += len(winners) > 1
+    assert res.summary["p_first"].to_dict() == pytest.approx(share)
+    assert res.summary["p_tied_first"].to_dict() == pytest.approx({m: n / 300 for m, n in tied.items()})
+    assert res.summary["p_first"].sum() == pytest.approx(1.0)
+    # 'a' is never first alone (its copy ties with it), and the old per-method share counted each tie in full.
+    assert res.summary.loc["a", "p_tied_first"] == res.rank_frequency.loc["a", 1] > 0
+    assert res.rank_frequency[1].sum() > 1.0
+
+
 def test_bootstrap_bad_input():
     t = _table()[["base", "good"]]
     with pytest.raises(DataError, match="non-empty"):

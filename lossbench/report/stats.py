@@ -220,7 +220,9 @@ class BootstrapRanking:
         kendall_tau: float array ``(n_resamples,)``: Kendall's tau-b between each resample's ranking and
             ``full_rank`` (NaN if a ranking is constant, e.g. all methods tied).
         summary: DataFrame over methods: ``full_rank``, ``mean_rank``, ``median_rank``, ``rank_q025``,
-            ``rank_q975``, ``p_first`` (fraction of resamples ranked first).
+            ``rank_q975``, ``p_first`` (share of the resamples' first places, a first place shared by ``m`` tied
+            methods counting ``1/m`` for each, so the column sums to 1), ``p_tied_first`` (fraction of resamples in
+            which the method shared first place).
         n_subjects: number of subjects resampled; seed: the seed used.
     """
 
@@ -262,6 +264,10 @@ def bootstrap_ranking(
     repeats the ranking. Kendall's tau-b (``scipy.stats.kendalltau``) compares each resample's ranking with the
     full one.
 
+    Ties share a rank, so several methods can be first in one resample. ``p_first`` splits such a first place
+    equally among the tied methods (``p_first`` sums to 1 over the methods); ``p_tied_first`` is the share of
+    resamples in which the method shared first place.
+
     Args:
         tables: ``{metric: subjects x methods table}``; all tables have the same subjects and methods.
             A single metric is ``{"dice": table}``.
@@ -277,6 +283,25 @@ def bootstrap_ranking(
         DataError: empty ``tables``, tables with different subjects or methods, NaN with ``nan_policy="raise"``.
         ConfigError: missing / bad directions, bad ``n_resamples`` or ``seed``.
     """
+    _check_ranking_args(tables, directions, n_resamples, seed, nan_policy)
+    arrays, methods = _aligned_arrays(tables, nan_policy)
+    full, boot = _resampled_ranks(arrays, directions, int(n_resamples), int(seed))
+    summary, freq = _rank_summary(full, boot, methods)
+    return BootstrapRanking(
+        full_rank=pd.Series(full, index=summary.index, name="full_rank"),
+        ranks=pd.DataFrame(boot, columns=summary.index),
+        rank_frequency=freq,
+        kendall_tau=np.array([_kendall(boot[r], full) for r in range(boot.shape[0])]),
+        summary=summary,
+        n_subjects=next(iter(arrays.values())).shape[0],
+        seed=int(seed),
+    )
+
+
+def _check_ranking_args(
+    tables: Mapping[str, pd.DataFrame], directions: Mapping[str, str], n_resamples: int, seed: int, nan_policy: str
+) -> None:
+    """Validate the arguments of :func:`bootstrap_ranking` (the tables' values are checked by :func:`_check_table`)."""
     if not isinstance(tables, Mapping) or not tables:
         raise expect(
             "tables", "a non-empty mapping {metric: subjects x methods DataFrame}", repr(tables)[:80], cls=DataError
@@ -304,24 +329,43 @@ def bootstrap_ranking(
                 "different ones",
                 cls=DataError,
             )
+
+
+def _aligned_arrays(tables: Mapping[str, pd.DataFrame], nan_policy: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``{metric: subjects x methods array}`` on the subjects without NaN in any metric, and the method names."""
+    first = next(iter(tables.values()))
     checked = {m: _check_table(t, f"tables[{m!r}]", 2, nan_policy) for m, t in tables.items()}
     keep = first.index
     for t in checked.values():
         keep = keep.intersection(t.index, sort=False)
     if len(keep) < 2:
         raise expect("tables", "at least 2 subjects without NaN", f"{len(keep)}", cls=DataError)
-    arrays = {m: t.loc[keep].to_numpy() for m, t in checked.items()}
-    methods = list(first.columns)
-    n_sub = len(keep)
+    return {m: t.loc[keep].to_numpy() for m, t in checked.items()}, list(first.columns)
 
+
+def _resampled_ranks(
+    arrays: dict[str, np.ndarray], directions: Mapping[str, str], n_resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranking on all subjects ``(M,)`` and on each bootstrap resample of the subjects ``(n_resamples, M)``."""
+    n_sub = next(iter(arrays.values())).shape[0]
     full = _rank_from_means({m: a.mean(axis=0) for m, a in arrays.items()}, directions)
-    rng = np.random.default_rng(int(seed))
-    idx = rng.integers(0, n_sub, size=(int(n_resamples), n_sub))
+    idx = np.random.default_rng(seed).integers(0, n_sub, size=(n_resamples, n_sub))
     boot = _rank_from_means({m: a[idx].mean(axis=1) for m, a in arrays.items()}, directions)
-    taus = np.array([_kendall(boot[r], full) for r in range(boot.shape[0])])
+    return full, boot
 
+
+def _first_place_shares(boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per method: share of first places with ties split equally (sums to 1), and share of shared first places."""
+    first = boot == 1
+    n_first = first.sum(axis=1, keepdims=True)  # >= 1: dense ranks always start at 1
+    return (first / n_first).mean(axis=0), (first & (n_first > 1)).mean(axis=0)
+
+
+def _rank_summary(full: np.ndarray, boot: np.ndarray, methods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary table over methods and the rank frequencies (methods x rank 1..M)."""
+    index = pd.Index(methods, name="method")
     n_m = len(methods)
-    freq = np.stack([(boot == k).mean(axis=0) for k in range(1, n_m + 1)], axis=1)
+    p_first, p_tied = _first_place_shares(boot)
     summary = pd.DataFrame(
         {
             "full_rank": full,
@@ -329,19 +373,13 @@ def bootstrap_ranking(
             "median_rank": np.median(boot, axis=0),
             "rank_q025": np.quantile(boot, 0.025, axis=0),
             "rank_q975": np.quantile(boot, 0.975, axis=0),
-            "p_first": (boot == 1).mean(axis=0),
+            "p_first": p_first,
+            "p_tied_first": p_tied,
         },
-        index=pd.Index(methods, name="method"),
+        index=index,
     )
-    return BootstrapRanking(
-        full_rank=pd.Series(full, index=summary.index, name="full_rank"),
-        ranks=pd.DataFrame(boot, columns=summary.index),
-        rank_frequency=pd.DataFrame(freq, index=summary.index, columns=pd.Index(range(1, n_m + 1), name="rank")),
-        kendall_tau=taus,
-        summary=summary,
-        n_subjects=n_sub,
-        seed=int(seed),
-    )
+    freq = np.stack([(boot == k).mean(axis=0) for k in range(1, n_m + 1)], axis=1)
+    return summary, pd.DataFrame(freq, index=index, columns=pd.Index(range(1, n_m + 1), name="rank"))
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,16 +22,26 @@ machine). Raise ``threads`` for large 3D networks on many-core CPUs.
   temporary folder *on the worker* and returns the cell's files to the driver, which writes them into
   the run folder (``done.json`` last): the run folder does not need to be on a shared filesystem, and
   lossbench (same version) must be installed on the workers.
+
+Interruption (Ctrl-C): a ``KeyboardInterrupt`` in the driver stops the executor at once. Queued
+cells are cancelled and running ones are stopped (worker processes terminated, Ray tasks cancelled
+with ``force=True``); their folders have no ``done.json``, so the next run redoes them. Worker
+processes ignore SIGINT from birth (it is blocked while they are spawned), so a Ctrl-C that the
+terminal sends to the whole process group reaches only the driver, which then stops them: the
+outcome does not depend on who received the signal. :meth:`LocalExecutor.abort` kills the workers
+without waiting (a second Ctrl-C).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,32 +112,92 @@ class LocalExecutor:
             raise expect("threads", "a positive integer or None", threads)
         self.workers = workers
         self.threads = threads if threads is not None else 1
+        self._workers: list[Any] = []
 
     def run(self, cells: Sequence[Cell], run_dir: Path, device: str, on_event: EventFn, on_done: DoneFn) -> None:
-        """Run ``cells``; report progress and outcomes through the callbacks (in the driver process)."""
+        """Run ``cells``; report progress and outcomes through the callbacks (in the driver process).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C; queued cells were cancelled and running ones stopped before it propagates.
+        """
         if self.workers == 1 or len(cells) <= 1:
             for cell in cells:
                 on_done(run_cell_in_store(cell, run_dir, device, self.threads, on_event))
             return
         ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
-            events = manager.Queue()
-            with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-                futures = {
-                    pool.submit(_worker_cell, cell, str(run_dir), device, self.threads, events): cell for cell in cells
-                }
-                pending = set(futures)
-                while pending:
-                    finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                    _drain(events, on_event)
-                    for fut in finished:
-                        cell = futures[fut]
-                        try:
-                            outcome = fut.result()
-                        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
-                            outcome = CellOutcome(cell.id, None, f"worker failed: {type(exc).__name__}: {exc}")
-                        on_done(outcome)
-                _drain(events, on_event)
+        events = ctx.Queue()
+        pool = cf.ProcessPoolExecutor(
+            max_workers=min(self.workers, len(cells)), mp_context=ctx, initializer=_init_worker, initargs=(events,)
+        )
+        try:
+            with _sigint_blocked():  # the workers inherit the blocked signal: Ctrl-C never reaches them
+                futures = {pool.submit(_worker_cell, cell, str(run_dir), device, self.threads): cell for cell in cells}
+            self._workers = _pool_processes(pool)
+            _collect(futures, events, on_event, on_done)
+            pool.shutdown(wait=True)
+        except BaseException:
+            self._workers = self._workers or _pool_processes(pool)  # interrupted while submitting
+            _stop_pool(pool, self._workers)
+            raise
+        finally:
+            self._workers = []
+        _drain(events, on_event)
+        events.close()
+
+    def abort(self) -> None:
+        """Kill the worker processes of a running :meth:`run` without waiting (for a second Ctrl-C)."""
+        for proc in self._workers:
+            with contextlib.suppress(Exception):
+                proc.kill()
+
+
+def _collect(futures: dict[cf.Future, Cell], events: Any, on_event: EventFn, on_done: DoneFn) -> None:
+    """Pass progress events and outcomes to the callbacks until every future is done."""
+    pending = set(futures)
+    while pending:
+        finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+        _drain(events, on_event)
+        for fut in finished:
+            cell = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                outcome = CellOutcome(cell.id, None, f"worker failed: {type(exc).__name__}: {exc}")
+            on_done(outcome)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread for the duration (processes spawned meanwhile start with it blocked).
+
+    A Ctrl-C meanwhile is not lost: it stays pending, or another thread of the process takes it, and Python runs
+    its handler in the main thread as usual.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _pool_processes(pool: cf.ProcessPoolExecutor) -> list[Any]:
+    """The worker processes of ``pool`` (all spawned by the time every cell is submitted)."""
+    # ProcessPoolExecutor has no public handle on its workers before Python 3.14 (terminate_workers).
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, workers: list[Any]) -> None:
+    """Cancel the queued cells and terminate the running ones; wait briefly for the workers to exit."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in workers:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
 
 
 def _drain(events: Any, on_event: EventFn) -> None:
@@ -138,8 +208,20 @@ def _drain(events: Any, on_event: EventFn) -> None:
             return
 
 
-def _worker_cell(cell: Cell, run_dir: str, device: str, threads: int | None, events: Any) -> CellOutcome:
-    return run_cell_in_store(cell, run_dir, device, threads, events.put)
+_EVENTS: Any = None  # the progress queue of a worker process (set by _init_worker)
+
+
+def _init_worker(events: Any) -> None:
+    """Worker start-up: ignore Ctrl-C (the driver stops the workers) and keep the progress queue."""
+    global _EVENTS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _EVENTS = events
+
+
+def _worker_cell(cell: Cell, run_dir: str, device: str, threads: int | None) -> CellOutcome:
+    return run_cell_in_store(cell, run_dir, device, threads, _EVENTS.put)
 
 
 def _ray_cell(config: dict[str, Any], cell_id: str, device: str, threads: int) -> dict[str, Any]:
@@ -176,54 +258,72 @@ class RayExecutor:
         self.num_cpus = num_cpus
 
     def run(self, cells: Sequence[Cell], run_dir: Path, device: str, on_event: EventFn, on_done: DoneFn) -> None:
-        """Submit every cell, write each result into the run folder as it arrives."""
+        """Submit every cell, write each result into the run folder as it arrives.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C; every unfinished task was cancelled (``force=True``) before it propagates.
+        """
         try:
             import ray
         except ImportError:
             raise MissingExtraError(
                 "`executor` 'ray' must have the ray package installed, got no ray (pip install 'lossbench[ray]')"
             ) from None
-        started = False
-        if not ray.is_initialized():
-            if self.address is None:
-                ray.init(
-                    num_cpus=self.num_cpus or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            else:
-                ray.init(address=self.address, log_to_driver=False)
-            started = True
+        started = self._connect(ray)
+        unfinished: dict[Any, Cell] = {}
         try:
             gpus = 1 if device.startswith("cuda") else 0
             if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
                 gpus = 1
             task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=0)(_ray_cell)
-            refs = {}
             for cell in cells:
-                refs[task.remote(cell.config, cell.id, device, self.threads)] = cell
+                unfinished[task.remote(cell.config, cell.id, device, self.threads)] = cell
                 on_event({"cell": cell.id, "kind": "submitted"})
             store = RunStore(run_dir)
-            pending = list(refs)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            while unfinished:
+                ready, _ = ray.wait(list(unfinished), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    cell = refs[ref]
-                    try:
-                        result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - task or node failure
-                        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": str(exc)}
-                    if "error" in result:
-                        d = store.reset_cell(cell.id)
-                        atomic_write_text(d / "error.txt", result["traceback"])
-                        on_done(CellOutcome(cell.id, None, result["error"]))
-                        continue
-                    store.commit_files(cell.id, result["files"])
-                    on_done(CellOutcome(cell.id, store.done(cell.id)))
+                    on_done(_commit_ray_result(ray, ref, unfinished.pop(ref), store))
+        except BaseException:
+            for ref in unfinished:  # queued tasks are dropped, running ones killed
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
         finally:
             if started:
                 ray.shutdown()
+
+    def _connect(self, ray: Any) -> bool:
+        """Start a local Ray runtime or join the cluster unless Ray is already initialised; True if started here."""
+        if ray.is_initialized():
+            return False
+        if self.address is None:
+            ray.init(
+                num_cpus=self.num_cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=self.address, log_to_driver=False)
+        return True
+
+    def abort(self) -> None:
+        """Nothing to kill from here: Ray ends a driver's tasks (and a local runtime) when the driver exits."""
+
+
+def _commit_ray_result(ray: Any, ref: Any, cell: Cell, store: RunStore) -> CellOutcome:
+    """Fetch a finished task's result and write the cell's files (or its ``error.txt``) into the run folder."""
+    try:
+        result = ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - task or node failure
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": str(exc)}
+    if "error" in result:
+        d = store.reset_cell(cell.id)
+        atomic_write_text(d / "error.txt", result["traceback"])
+        return CellOutcome(cell.id, None, result["error"])
+    store.commit_files(cell.id, result["files"])
+    return CellOutcome(cell.id, store.done(cell.id))
 
 
 def make_executor(

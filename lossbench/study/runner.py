@@ -8,12 +8,22 @@ folder that is not a lossbench run folder, is never deleted (``StudyError``).
 The report is *not* written here: ``lossbench.study`` never imports ``lossbench.report`` (DESIGN.md §1).
 The ``run`` command (``lossbench.cli``) calls :func:`run_study` and then the report. ``report=True``
 here prints the per-loss summary of the finished cells (means over seeds) at the end of the run.
+
+Ctrl-C: the first one stops the run within seconds: queued cells are cancelled, running ones are
+stopped (see :mod:`lossbench.study.executors`), the results table of the finished cells is written and
+:class:`RunInterrupted` (a ``KeyboardInterrupt``) says how many cells finished. A stopped cell has no
+``done.json`` and is redone by the next run. A second Ctrl-C while the run is being stopped kills the
+workers without waiting and raises :class:`RunInterrupted` with ``forced=True`` at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +48,57 @@ from lossbench.study.grid import Cell, expand_grid, grid_steps
 from lossbench.study.store import RunStore
 from lossbench.study.train import resolve_device
 
-__all__ = ["run_study", "plan_study", "summary_table", "DEFAULT_RUNS_DIR"]
+__all__ = ["run_study", "plan_study", "summary_table", "RunInterrupted", "DEFAULT_RUNS_DIR"]
 
 DEFAULT_RUNS_DIR = Path("runs")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: the finished cells are kept, the next run of the same study does the others.
+
+    Attributes:
+        finished: cells of the study with a ``done.json`` (including those finished by earlier runs).
+        total: cells of the study.
+        forced: True when a second Ctrl-C cut the clean-up short (workers killed, results table not rewritten).
+    """
+
+    def __init__(self, finished: int, total: int, *, forced: bool = False):
+        self.finished, self.total, self.forced = finished, total, forced
+        how = "interrupted again: stopped at once" if forced else "interrupted"
+        super().__init__(
+            f"{how}; {finished} of {total} cells finished and are kept; "
+            f"run the same command again to resume the other {total - finished}"
+        )
+
+
+@contextlib.contextmanager
+def _sigint_policy(abort: Callable[[], None]) -> Iterator[dict[str, int]]:
+    """Ctrl-C during a run: the first stops it cleanly, the second kills the workers and cuts the clean-up short.
+
+    First Ctrl-C: ``KeyboardInterrupt`` (the executor cancels and stops its cells). Second: ``abort()`` (kill the
+    workers without waiting) and ``KeyboardInterrupt`` again. Later ones only ``abort()``, so the forced exit
+    itself is not interrupted.
+
+    Only in the main thread (the only one Python delivers signals to); elsewhere this does nothing. Yields the
+    state ``{"count": Ctrl-Cs so far}``.
+    """
+    state = {"count": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        state["count"] += 1
+        if state["count"] > 1:
+            abort()
+        if state["count"] <= 2:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def plan_study(
@@ -234,9 +292,49 @@ def _run_locked(
         f"{dev if executor == 'local' else repr(dev) + ' (resolved on each Ray worker)'} "
         f"with the {executor} executor -> {run_dir}"
     )
-    by_id = {c.id: c for c in cells}
     failures: list[str] = []
     t0 = time.perf_counter()
+    with _sigint_policy(getattr(runner, "abort", lambda: None)) as sigint:
+        try:
+            _execute(cells, pending, store, runner, dev, console, failures)
+            results = store.write_results(c.id for c in cells)
+        except KeyboardInterrupt:
+            try:
+                stop = _interrupted(store, cells, forced=sigint["count"] > 1)
+            except KeyboardInterrupt:  # a second Ctrl-C while the results table was written
+                stop = _interrupted(store, cells, forced=True)
+            raise stop from None
+    console.print(f"{len(pending)} cell(s) run in {time.perf_counter() - t0:.1f} s; results: {run_dir / 'results.csv'}")
+    if report:
+        _print_summary(console, results, run_dir)
+    if failures:
+        raise StudyError(
+            f"`cells` must all finish, got {len(failures)} failed: {'; '.join(failures)} "
+            f"(tracebacks in cells/<id>/error.txt; rerun to retry them, finished cells are kept)"
+        )
+    return run_dir
+
+
+def _interrupted(store: RunStore, cells: list[Cell], *, forced: bool) -> RunInterrupted:
+    """The exception that ends an interrupted run; unless ``forced``, the results table of the finished cells."""
+    if not forced:
+        with contextlib.suppress(Exception):  # the table is a convenience; the cells are what counts
+            store.write_results(c.id for c in cells)
+    finished = sum(store.is_done(c.id) for c in cells)
+    return RunInterrupted(finished, len(cells), forced=forced)
+
+
+def _execute(
+    cells: list[Cell],
+    pending: list[Cell],
+    store: RunStore,
+    runner: Any,
+    dev: str,
+    console: Console,
+    failures: list[str],
+) -> None:
+    """Run the pending cells with a progress display (one bar per running cell); collect failed cells' messages."""
+    by_id = {c.id: c for c in cells}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -271,14 +369,4 @@ def _run_locked(
                 failures.append(f"{cell.id} ({outcome.error})")
 
         if pending:
-            runner.run(pending, run_dir, dev, on_event, on_done)
-    results = store.write_results(c.id for c in cells)
-    console.print(f"{len(pending)} cell(s) run in {time.perf_counter() - t0:.1f} s; results: {run_dir / 'results.csv'}")
-    if report:
-        _print_summary(console, results, run_dir)
-    if failures:
-        raise StudyError(
-            f"`cells` must all finish, got {len(failures)} failed: {'; '.join(failures)} "
-            f"(tracebacks in cells/<id>/error.txt; rerun to retry them, finished cells are kept)"
-        )
-    return run_dir
+            runner.run(pending, store.root, dev, on_event, on_done)
