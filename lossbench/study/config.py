@@ -1,7 +1,6 @@
 """Study files: a strict, versioned schema, read with a safe YAML loader that remembers line numbers.
 
-A study file names a dataset, a network, the training schedule, the losses to compare and the seeds
-(DESIGN.md §6)::
+A study file names a dataset, a network, the training schedule, the losses to compare and the seeds::
 
     schema_version: 1
     name: quickstart
@@ -320,7 +319,7 @@ class ReportConfig(_Strict):
 
 
 class StudyConfig(_Strict):
-    """A whole study file (DESIGN.md §6). Build it with :func:`load_study` or :func:`validate_study_file`.
+    """A whole study file. Build it with :func:`load_study` or :func:`validate_study_file`.
 
     Attributes:
         schema_version: must be 1.

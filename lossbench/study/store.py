@@ -1,4 +1,4 @@
-"""The results store of a run folder (DESIGN.md §7): atomic files, ``done.json`` last.
+"""The results store of a run folder: atomic files, ``done.json`` last.
 
 Layout::
 
