@@ -12,9 +12,9 @@ import lossbench.bench as bench
 import lossbench.bench.suites.cc as cc_suite
 import lossbench.bench.suites.metrics as metrics_suite
 import lossbench.bench.suites.scaling as scaling_suite
+from lossbench.bench import instances_mask, maxpool_iterations, measure_group, parse_size, run_bench, to_markdown
 from lossbench.bench.environment import PINNED_MALLOC
 from lossbench.bench.record import Recorder
-from lossbench.bench import instances_mask, maxpool_iterations, measure_group, parse_size, run_bench, to_markdown
 from lossbench.cc import label_components
 from lossbench.cli import main
 from lossbench.errors import BackendError, ConfigError, LossbenchError

@@ -197,3 +197,23 @@ def test_real_browser(out):
     for img in res["images"]:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_cli_gallery_documents_out_and_prints_both_pages(tmp_path, monkeypatch, capsys):
+    from lossbench.cli import build_parser, main
+    from lossbench.report import gallery
+
+    sub = build_parser()._subparsers._group_actions[0].choices["gallery"]
+    assert "output folder (default: reports/gallery)" in sub.format_help()
+    monkeypatch.setattr(gallery, "write_gallery", lambda out: out / "gallery.md")
+    assert main(["gallery", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "gallery.md"), str(tmp_path / "gallery.html")]
+
+
+def test_plain_table_model():
+    from lossbench.report.model import Table
+
+    t = Table.plain("x", "caption", ["name", "kind", "n", "v"], [["a", "s", 3, "0.5"], ["b|c", "t", 10, "1"]], 2)
+    assert (t.row_header, t.columns, t.align) == ("name", ["kind", "n", "v"], ["l", "r", "r"])
+    assert [r.label for r in t.rows] == ["a", "b|c"]
+    assert [[c.text for c in r.cells] for r in t.rows] == [["s", "3", "0.5"], ["t", "10", "1"]]
