@@ -61,11 +61,19 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
 
 def _cmd_validate(ns: argparse.Namespace) -> int:
-    from lossbench.study.config import validate_study_file
+    from lossbench.study.config import problems_of, validate_study_file
 
-    cfg = validate_study_file(ns.study, scale=ns.scale)
-    print(f"{ns.study}: valid study {cfg.name!r}")
-    return 0
+    failed = False
+    for study in ns.study:
+        try:
+            cfg = validate_study_file(study, scale=ns.scale)
+        except LossbenchError as exc:
+            failed = True
+            for problem in problems_of(exc):
+                print(f"lossbench validate: error: {' '.join(problem.split())}", file=sys.stderr)
+            continue
+        print(f"{study}: valid study {cfg.name!r}")
+    return 2 if failed else 0
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
@@ -79,7 +87,9 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 def _cmd_gallery(ns: argparse.Namespace) -> int:
     from lossbench.report.gallery import write_gallery
 
-    print(write_gallery(ns.out))
+    md = write_gallery(ns.out)
+    print(md)
+    print(md.with_name("gallery.html"))
     return 0
 
 
@@ -136,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     r.set_defaults(func=_cmd_run)
 
-    v = sub.add_parser("validate", help="check a study file (schema and every name), run nothing")
-    v.add_argument("study", type=Path)
+    v = sub.add_parser("validate", help="check study files (schema and every name), run nothing")
+    v.add_argument("study", type=Path, nargs="+", help="study YAML file(s); every problem of each is listed")
     v.add_argument("--scale", default=None, help="validate this entry of the study's `scales:` section")
     v.set_defaults(func=_cmd_validate)
 
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
 
     g = sub.add_parser("gallery", help="synthetic sanity-check gallery (markdown + HTML + PNG)")
-    g.add_argument("--out", type=Path, default=Path("reports/gallery"))
+    g.add_argument("--out", type=Path, default=Path("reports/gallery"), help="output folder (default: reports/gallery)")
     g.set_defaults(func=_cmd_gallery)
 
     a = sub.add_parser("audit", help="gradient audit of every loss term on small scenes")

@@ -9,7 +9,12 @@ import torch
 from scipy import ndimage
 
 import lossbench.bench as bench
+import lossbench.bench.suites.cc as cc_suite
+import lossbench.bench.suites.metrics as metrics_suite
+import lossbench.bench.suites.scaling as scaling_suite
 from lossbench.bench import instances_mask, maxpool_iterations, measure_group, parse_size, run_bench, to_markdown
+from lossbench.bench.environment import PINNED_MALLOC
+from lossbench.bench.record import Recorder
 from lossbench.cc import label_components
 from lossbench.cli import main
 from lossbench.errors import BackendError, ConfigError, LossbenchError
@@ -132,7 +137,7 @@ def test_measure_group_records_errors_and_keeps_other_cases():
 
 
 def test_ratio_status():
-    run = bench._Run(CPU, 1, "tracemalloc", None)
+    run = Recorder(CPU, 1, "tracemalloc", None)
     kw = {"common": {}, "numerator": "a", "denominator": "b", "group": "g", "case": "a", "short": "/b"}
     run.ratio("cc", "le pass", 3.0, 2.0, target=1.5, op="<=", **kw)
     run.ratio("cc", "le fail", 4.0, 2.0, target=1.5, op="<=", **kw)
@@ -191,7 +196,7 @@ def test_cc_suite_fields_ratios_and_files(tmp_path):
 
 
 def test_cc_targets_get_pass_fail_at_96(monkeypatch):
-    monkeypatch.setattr(bench, "maxpool_iterations", lambda size: 3)  # the paper's 250 take ~25 s on CPU
+    monkeypatch.setattr(cc_suite, "maxpool_iterations", lambda size: 3)  # the paper's 250 take ~25 s on CPU
     res = run_bench(suites=["cc"], sizes=["96"], repeats=1, show=False)
     targets = {(q["name"], q["batch"]): q for q in res["ratios"] if q["target"] is not None}
     assert set(targets) == {
@@ -264,7 +269,7 @@ def test_loss_selection_and_malloc_state_are_recorded(tmp_path):
     state = res["environment"]["malloc"]
     assert state["mode"] in ("pinned", "default")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert state == {"mode": "pinned", **bench.PINNED_MALLOC}
+        assert state == {"mode": "pinned", **PINNED_MALLOC}
     assert "- malloc: " in (tmp_path / "bench.md").read_text()
     res = run_bench(suites=["metrics"], repeats=1, show=False, malloc="default")
     assert res["environment"]["malloc"] == {"mode": "default", "reason": "requested"}
@@ -360,8 +365,8 @@ def test_losses_suite_fields_and_ratios():
 
 @needs_losses
 def test_scaling_suite_small(monkeypatch):
-    monkeypatch.setattr(bench, "SCALING_SIZE", (24, 24, 24))
-    monkeypatch.setattr(bench, "SCALING_COUNTS", (2, 8))
+    monkeypatch.setattr(scaling_suite, "SCALING_SIZE", (24, 24, 24))
+    monkeypatch.setattr(scaling_suite, "SCALING_COUNTS", (2, 8))
     res = run_bench(suites=["scaling"], repeats=1, show=False)
     assert res["errors"] == []
     groups = {f"24^3 n={n} ({s})" for n in (2, 8) for s in ("fixed foreground", "fixed size")}
@@ -385,8 +390,8 @@ def test_scaling_suite_small(monkeypatch):
 
 @needs_metrics
 def test_metrics_suite_small(monkeypatch):
-    monkeypatch.setattr(bench, "METRICS_SHAPE", (48, 50, 44))
-    monkeypatch.setattr(bench, "METRICS_LESIONS", 5)
+    monkeypatch.setattr(metrics_suite, "METRICS_SHAPE", (48, 50, 44))
+    monkeypatch.setattr(metrics_suite, "METRICS_LESIONS", 5)
     res = run_bench(suites=["metrics"], repeats=1, show=False)
     assert res["errors"] == []
     got = rows(res, "metrics")

@@ -1,9 +1,9 @@
 """rank_table: dense ranks, NaN policy, markers, errors, and the ICI paper's Tables 1-6.
 
-The paper's values are transcribed below from ../shared/paper/ici_loss_paper.md as
+The paper's values are transcribed below from the ICI paper as
 ``(method, printed mean rank, [(value, printed bracket), ...])``; Tables 2 and 4 print "mean (std)" and
 only the mean is ranked. The printed mean rank is compared at its printed precision (two decimals in
-Tables 1-4, one in Tables 5-6). Errata (../shared/REFERENCE.md §7) are asserted as errata: the test
+Tables 1-4, one in Tables 5-6). The paper's errata are asserted as errata: the test
 checks the correct dense rank / mean rank and that the printed number is the one the erratum describes.
 """
 
@@ -179,7 +179,7 @@ def test_paper_bracket_errata_explain_printed_mean_ranks(name, rows, cols, divis
 
 
 def test_paper_table2_printed_mean_rank_misprint():
-    # Table 2, "a = 1, b = 0, c = 1": brackets 6 + 2 + 6 + 5 = 19 -> 4.75, printed 4.25 (REFERENCE.md §7).
+    # Table 2, "a = 1, b = 0, c = 1": brackets 6 + 2 + 6 + 5 = 19 -> 4.75, printed 4.25 (an erratum).
     values, printed, means = _frames(TABLE2, TEST_COLS)
     assert printed.loc[A101].sum() == 19
     assert means[A101] == "4.25"

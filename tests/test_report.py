@@ -484,10 +484,11 @@ def test_size_bin_table_pools_over_subjects():
 def test_audit_section_uses_study_configs_and_degrades_visibly(report, monkeypatch):
     import lossbench.audit as audit
     from lossbench.report import render
+    from lossbench.report.sections.audit import audit_tables
 
     root, _, _ = report
     data = render.load_run(root)
-    tables, note = render._audit(data)
+    tables, note = audit_tables(data)
     assert note.startswith("Computed on the study's loss configurations")
     labels = {row.label for t in tables for row in t.rows}
     assert labels == set(LABELS)  # the study's labels, i.e. its own parameters, not registry defaults
@@ -500,7 +501,7 @@ def test_audit_section_uses_study_configs_and_degrades_visibly(report, monkeypat
         return real(losses=losses, out=out, show=show)
 
     monkeypatch.setattr(audit, "run_audit", names_only)
-    tables, note = render._audit(data)
+    tables, note = audit_tables(data)
     assert "default parameters" in note and tables
     assert "ici[reference]" in {row.label for t in tables for row in t.rows}
 
@@ -508,7 +509,7 @@ def test_audit_section_uses_study_configs_and_degrades_visibly(report, monkeypat
         raise RuntimeError("boom")
 
     monkeypatch.setattr(audit, "run_audit", broken)
-    tables, note = render._audit(data)
+    tables, note = audit_tables(data)
     assert tables == [] and "Gradient audit failed" in note and "boom" in note
 
 

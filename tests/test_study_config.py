@@ -314,3 +314,68 @@ def test_scale_errors_point_into_the_scales_section(tmp_path):
         validate_study_file(path)
     with pytest.raises(ConfigError, match="Did you mean 'gpu'"):
         load_study(path, scale="gpus")
+
+
+# ------------------------------------------------------------------------------ every problem at once
+
+
+def test_every_entry_is_checked_and_every_problem_listed(tmp_path):
+    """A bad dataset parameter, a bad model name and two bad losses: four located problems in one error."""
+    from lossbench.study.config import StudyProblems
+
+    text = (
+        BASE.replace("n_test: 2}", "n_test: 2, sise: 3}")
+        .replace("model: {name: unet,", "model: {name: unett,")
+        .replace('  - {label: "Dice", name: dice}', '  - {label: "Dice", name: blop}')
+        .replace("a: 0.25, b: 0.5", "a: -1, b: 0.5")
+    )
+    path = _write(tmp_path, text)
+    with pytest.raises(StudyProblems) as info:
+        validate_study_file(path)
+    problems = info.value.problems
+    assert [p.split(": ")[0] for p in problems] == [f"{path}:4", f"{path}:5", f"{path}:13", f"{path}:14"]
+    assert "dataset.sise" in problems[0] and "Did you mean 'size'?" in problems[0]
+    assert "model.name" in problems[1] and "Did you mean 'unet'?" in problems[1]
+    assert "losses[0].name" in problems[2] and "Did you mean 'blob'?" in problems[2]
+    assert "losses[1].a" in problems[3] and "-1" in problems[3]
+    assert str(info.value) == "; ".join(problems) and "\n" not in str(info.value)
+
+
+def test_every_schema_problem_is_listed(tmp_path):
+    from lossbench.study.config import StudyProblems
+
+    path = _write(tmp_path, BASE.replace("  epochs: 2", "  epochs: -3").replace("  lr: 1.0e-3", "  lr: fast"))
+    with pytest.raises(StudyProblems) as info:
+        load_study(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{path}:7: training.epochs:") and "-3" in problems[0]
+    assert problems[1].startswith(f"{path}:9: training.lr:") and "'fast'" in problems[1]
+
+
+def test_cross_key_problems_are_listed_together(tmp_path):
+    from lossbench.study.config import StudyProblems
+
+    text = BASE.replace("seeds: [0, 1]", "seeds: [0, 0]").replace('baseline: "Dice"', 'baseline: "Dcie"')
+    path = _write(tmp_path, text)
+    with pytest.raises(StudyProblems) as info:
+        load_study(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{path}:3: seeds[1]:") and "twice" in problems[0]
+    assert problems[1].startswith(f"{path}:16: report.baseline:") and "Did you mean 'Dice'?" in problems[1]
+
+
+def test_validate_cli_several_files(tmp_path, capsys):
+    good = _write(tmp_path, BASE, "good.yaml")
+    text = BASE.replace("  epochs: 2", "  epochs: -3").replace("  lr: 1.0e-3", "  lr: fast")
+    bad = _write(tmp_path, text, "bad.yaml")
+    also_good = _write(tmp_path, BASE.replace("name: tiny", "name: other"), "also.yaml")
+    assert main(["validate", str(good), str(bad), str(also_good)]) == 2
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [f"{good}: valid study 'tiny'", f"{also_good}: valid study 'other'"]
+    err = out.err.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith(f"lossbench validate: error: {bad}:7: training.epochs:")
+    assert err[1].startswith(f"lossbench validate: error: {bad}:9: training.lr:")
+    assert main(["validate", str(good), str(also_good)]) == 0

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 import pytest
 
+import lossbench.io as io_mod
 import lossbench.study.store as store_mod
 from lossbench.errors import StudyError
 from lossbench.study.store import (
@@ -36,7 +37,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod.os, "replace", boom)
+    monkeypatch.setattr(io_mod.os, "replace", boom)  # the store writes through lossbench.io
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(p, "new")
     assert p.read_text() == "old"

@@ -35,6 +35,7 @@ __all__ = [
     "check_spatial_dims",
     "check_shape",
     "check_subject",
+    "materialise_splits",
 ]
 
 Subject = dict[str, Any]
@@ -137,6 +138,30 @@ class SegmentationDataset:
 
 
 # ------------------------------------------------------------------------------------------ checks
+
+
+def materialise_splits(
+    counts: dict[str, int], make: Callable[[str, int], tuple[Subject, dict[str, Any]]]
+) -> tuple[dict[str, SubjectList], dict[str, dict[str, Any]]]:
+    """Build every subject of every split now, in split order, then index order.
+
+    Args:
+        counts: split name -> number of subjects.
+        make: ``make(split, index) -> (subject, metadata)``.
+
+    Returns:
+        ``(splits, metadata)``: split name -> :class:`SubjectList`, subject id -> its metadata.
+    """
+    splits: dict[str, SubjectList] = {}
+    metadata: dict[str, dict[str, Any]] = {}
+    for split, n in counts.items():
+        items = []
+        for i in range(n):
+            subject, meta = make(split, i)
+            items.append(subject)
+            metadata[subject["id"]] = meta
+        splits[split] = SubjectList.of(items)
+    return splits, metadata
 
 
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:

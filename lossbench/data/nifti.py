@@ -25,6 +25,7 @@ zero-padded to ``size``. Splits come from a JSON ``split_file`` (``{"train": [id
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -237,106 +238,24 @@ def nifti_folder(
         DataError: missing folders or partners, shape mismatches, unequal shapes without ``size``; when a subject
             is loaded: a non-binary mask (with ``binarize=False``) or non-finite image values.
     """
-    import nibabel as nib
-
     d = check_spatial_dims(spatial_dims)
-    shape_out = None if size is None else check_shape("size", size, d, lo=1)
-    if resolution is None:
-        res = None
-    elif isinstance(resolution, (list, tuple)):
-        if len(resolution) != d:
-            raise expect("resolution", f"a number or a list of {d} numbers", repr(resolution))
-        res = tuple(check_float(f"resolution[{i}]", r, lo=0.0, lo_open=True) for i, r in enumerate(resolution))
-    else:
-        res = (check_float("resolution", resolution, lo=0.0, lo_open=True),) * d
-    binarize = check_bool("binarize", binarize)
-    vf = check_float("val_fraction", val_fraction, lo=0.0, hi=1.0)
-    tf = check_float("test_fraction", test_fraction, lo=0.0, hi=1.0)
-    if vf + tf >= 1.0:
-        raise expect("val_fraction + test_fraction", "< 1 (some subjects must be left for training)", vf + tf)
-    seed = check_int("seed", seed, lo=0)
-    cache = check_bool("cache", cache)
-    for name, value in (("image_dir", image_dir), ("label_dir", label_dir)):
-        if not isinstance(value, str) or not value:
-            raise expect(name, "a non-empty folder name", repr(value))
-    for name, value in (("image_suffix", image_suffix), ("label_suffix", label_suffix)):
-        if value is not None and not isinstance(value, str):
-            raise expect(name, "a string or None", repr(value))
-    if split_file is not None and not isinstance(split_file, (str, Path)):
-        raise expect("split_file", "a path or None", repr(split_file))
-
+    opts = _Options(
+        shape_out=None if size is None else check_shape("size", size, d, lo=1),
+        res=_check_resolution(resolution, d),
+        binarize=check_bool("binarize", binarize),
+        **_check_fractions(val_fraction, test_fraction),
+        seed=check_int("seed", seed, lo=0),
+        cache=check_bool("cache", cache),
+    )
+    _check_names(image_dir, label_dir, image_suffix, label_suffix, split_file)
     pairs = find_pairs(root, layout, image_dir, label_dir, image_suffix, label_suffix)
-    metadata: dict[str, dict[str, Any]] = {}
-    final_shapes = {}
-    for sid, (ip, lp) in pairs.items():
-        ih, lh = nib.load(str(ip)).header, nib.load(str(lp)).header
-        ishape = _squeeze(tuple(int(n) for n in ih.get_data_shape()), d, ip)
-        lshape = _squeeze(tuple(int(n) for n in lh.get_data_shape()), d, lp)
-        if ishape != lshape:
-            raise DataError(
-                f"`{lp.name}` must have the shape of its image {ip.name} {ishape}, got {lshape} (subject {sid!r})"
-            )
-        spacing = tuple(float(z) for z in ih.get_zooms()[:d])
-        if res is not None and any(z <= 0 for z in spacing):
-            raise DataError(f"`{ip.name}` must have positive voxel sizes to resample, got {spacing}")
-        metadata[sid] = {"image": str(ip), "label": str(lp), "shape": list(ishape), "spacing": list(spacing)}
-        if shape_out is None:
-            final_shapes[sid] = (
-                ishape if res is None else tuple(int(round(n * z / r)) for n, z, r in zip(ishape, spacing, res))
-            )
-    if shape_out is None and len(set(final_shapes.values())) > 1:
-        examples = dict(list(final_shapes.items())[:3])
-        raise DataError(
-            f"`size` must be set when subjects have different shapes, got shapes such as {examples}",
-        )
-
+    metadata = _read_headers(pairs, d, opts)
     ids = list(pairs)
     if split_file is not None:
         assign = _read_split_file(split_file, ids)
     else:
-        order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-        n_test = int(round(tf * len(ids)))
-        n_val = int(round(vf * len(ids)))
-        if len(ids) - n_val - n_test < 1:
-            raise DataError(f"`root` must hold enough subjects for a training split, got {len(ids)}")
-        assign = {
-            "train": sorted(order[n_val + n_test :]),
-            "val": sorted(order[:n_val]),
-            "test": sorted(order[n_val : n_val + n_test]),
-        }
-
-    store: dict[str, dict[str, Any]] = {}
-
-    def load(sid: str) -> dict[str, Any]:
-        if sid in store:
-            return store[sid]
-        ip, lp = pairs[sid]
-        image = np.asarray(nib.load(str(ip)).get_fdata(dtype=np.float32)).reshape(metadata[sid]["shape"])
-        label = np.asarray(nib.load(str(lp)).dataobj).reshape(metadata[sid]["shape"])
-        if not np.isfinite(image).all():
-            raise DataError(f"`{ip.name}` must hold finite values, got NaN or inf (subject {sid!r})")
-        if binarize:
-            label = label != 0
-        else:
-            values = np.unique(label)
-            if not np.isin(values, (0, 1)).all():
-                raise DataError(
-                    f"`{lp.name}` must be a binary mask (0/1), got values {values[:6].tolist()} (subject {sid!r}); "
-                    "use binarize=True to treat every non-zero value as foreground"
-                )
-        label = label.astype(np.float32)
-        if res is not None:
-            factors = [z / r for z, r in zip(metadata[sid]["spacing"], res)]
-            if any(abs(f - 1.0) > 1e-6 for f in factors):
-                image = ndimage.zoom(image, factors, order=1)
-                label = (ndimage.zoom(label, factors, order=1) >= 0.5).astype(np.float32)
-        if shape_out is not None:
-            image, label = _fit(image, shape_out), _fit(label, shape_out)
-        subject = {"image": image.astype(np.float32)[None], "label": label[None], "id": sid}
-        if cache:
-            store[sid] = subject
-        return subject
-
+        assign = _split_by_fractions(ids, opts)
+    load = _SubjectReader(pairs, metadata, opts)
     splits = {k: SubjectList(v, loader=load) for k, v in assign.items()}
     return SegmentationDataset(
         name="nifti_folder",
@@ -350,15 +269,155 @@ def nifti_folder(
             "image_suffix": image_suffix,
             "label_suffix": label_suffix,
             "spatial_dims": d,
-            "size": None if shape_out is None else list(shape_out),
-            "resolution": None if res is None else list(res),
-            "binarize": binarize,
+            "size": None if opts.shape_out is None else list(opts.shape_out),
+            "resolution": None if opts.res is None else list(opts.res),
+            "binarize": opts.binarize,
             "split_file": None if split_file is None else str(split_file),
-            "val_fraction": vf,
-            "test_fraction": tf,
-            "seed": seed,
-            "cache": cache,
+            "val_fraction": opts.vf,
+            "test_fraction": opts.tf,
+            "seed": opts.seed,
+            "cache": opts.cache,
         },  # fmt: skip
         metadata=metadata,
         description=f"NIfTI folder {root} ({len(ids)} subjects)",
     )
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of :func:`nifti_folder` that shape the subjects and the splits."""
+
+    shape_out: tuple[int, ...] | None
+    res: tuple[float, ...] | None
+    binarize: bool
+    vf: float
+    tf: float
+    seed: int
+    cache: bool
+
+
+def _check_resolution(resolution: float | list[float] | None, d: int) -> tuple[float, ...] | None:
+    if resolution is None:
+        return None
+    if isinstance(resolution, (list, tuple)):
+        if len(resolution) != d:
+            raise expect("resolution", f"a number or a list of {d} numbers", repr(resolution))
+        return tuple(check_float(f"resolution[{i}]", r, lo=0.0, lo_open=True) for i, r in enumerate(resolution))
+    return (check_float("resolution", resolution, lo=0.0, lo_open=True),) * d
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> dict[str, float]:
+    vf = check_float("val_fraction", val_fraction, lo=0.0, hi=1.0)
+    tf = check_float("test_fraction", test_fraction, lo=0.0, hi=1.0)
+    if vf + tf >= 1.0:
+        raise expect("val_fraction + test_fraction", "< 1 (some subjects must be left for training)", vf + tf)
+    return {"vf": vf, "tf": tf}
+
+
+def _check_names(image_dir: Any, label_dir: Any, image_suffix: Any, label_suffix: Any, split_file: Any) -> None:
+    """Folder names are non-empty strings, suffixes strings or None, the split file a path or None."""
+    for name, value in (("image_dir", image_dir), ("label_dir", label_dir)):
+        if not isinstance(value, str) or not value:
+            raise expect(name, "a non-empty folder name", repr(value))
+    for name, value in (("image_suffix", image_suffix), ("label_suffix", label_suffix)):
+        if value is not None and not isinstance(value, str):
+            raise expect(name, "a string or None", repr(value))
+    if split_file is not None and not isinstance(split_file, (str, Path)):
+        raise expect("split_file", "a path or None", repr(split_file))
+
+
+def _read_headers(pairs: dict[str, tuple[Path, Path]], d: int, opts: _Options) -> dict[str, dict[str, Any]]:
+    """Per subject: paths, shape and voxel size from the headers (no voxel data is read).
+
+    Raises:
+        DataError: a mask whose shape differs from its image's, a voxel size that cannot be resampled, or subjects
+            of different (resampled) shapes without ``size``.
+    """
+    import nibabel as nib
+
+    metadata: dict[str, dict[str, Any]] = {}
+    final_shapes = {}
+    for sid, (ip, lp) in pairs.items():
+        ih, lh = nib.load(str(ip)).header, nib.load(str(lp)).header
+        ishape = _squeeze(tuple(int(n) for n in ih.get_data_shape()), d, ip)
+        lshape = _squeeze(tuple(int(n) for n in lh.get_data_shape()), d, lp)
+        if ishape != lshape:
+            raise DataError(
+                f"`{lp.name}` must have the shape of its image {ip.name} {ishape}, got {lshape} (subject {sid!r})"
+            )
+        spacing = tuple(float(z) for z in ih.get_zooms()[:d])
+        if opts.res is not None and any(z <= 0 for z in spacing):
+            raise DataError(f"`{ip.name}` must have positive voxel sizes to resample, got {spacing}")
+        metadata[sid] = {"image": str(ip), "label": str(lp), "shape": list(ishape), "spacing": list(spacing)}
+        if opts.shape_out is None and opts.res is None:
+            final_shapes[sid] = ishape
+        elif opts.shape_out is None:
+            final_shapes[sid] = tuple(int(round(n * z / r)) for n, z, r in zip(ishape, spacing, opts.res))
+    if opts.shape_out is None and len(set(final_shapes.values())) > 1:
+        examples = dict(list(final_shapes.items())[:3])
+        raise DataError(
+            f"`size` must be set when subjects have different shapes, got shapes such as {examples}",
+        )
+    return metadata
+
+
+def _split_by_fractions(ids: list[str], opts: _Options) -> dict[str, list[str]]:
+    """A seeded permutation of the sorted ids cut by the validation and test fractions."""
+    order = [ids[i] for i in np.random.default_rng(opts.seed).permutation(len(ids))]
+    n_test = int(round(opts.tf * len(ids)))
+    n_val = int(round(opts.vf * len(ids)))
+    if len(ids) - n_val - n_test < 1:
+        raise DataError(f"`root` must hold enough subjects for a training split, got {len(ids)}")
+    return {
+        "train": sorted(order[n_val + n_test :]),
+        "val": sorted(order[:n_val]),
+        "test": sorted(order[n_val : n_val + n_test]),
+    }
+
+
+class _SubjectReader:
+    """Reads one subject when it is accessed: checks, optional resampling and cropping; caches when asked."""
+
+    def __init__(self, pairs: dict[str, tuple[Path, Path]], metadata: dict[str, dict[str, Any]], opts: _Options):
+        self.pairs = pairs
+        self.metadata = metadata
+        self.opts = opts
+        self.store: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, sid: str) -> dict[str, Any]:
+        if sid in self.store:
+            return self.store[sid]
+        image, label = self._read(sid)
+        opts = self.opts
+        if opts.res is not None:
+            factors = [z / r for z, r in zip(self.metadata[sid]["spacing"], opts.res)]
+            if any(abs(f - 1.0) > 1e-6 for f in factors):
+                image = ndimage.zoom(image, factors, order=1)
+                label = (ndimage.zoom(label, factors, order=1) >= 0.5).astype(np.float32)
+        if opts.shape_out is not None:
+            image, label = _fit(image, opts.shape_out), _fit(label, opts.shape_out)
+        subject = {"image": image.astype(np.float32)[None], "label": label[None], "id": sid}
+        if opts.cache:
+            self.store[sid] = subject
+        return subject
+
+    def _read(self, sid: str) -> tuple[np.ndarray, np.ndarray]:
+        """The image (float32) and the mask (0/1 float32) as stored, after checking their values."""
+        import nibabel as nib
+
+        ip, lp = self.pairs[sid]
+        shape = self.metadata[sid]["shape"]
+        image = np.asarray(nib.load(str(ip)).get_fdata(dtype=np.float32)).reshape(shape)
+        label = np.asarray(nib.load(str(lp)).dataobj).reshape(shape)
+        if not np.isfinite(image).all():
+            raise DataError(f"`{ip.name}` must hold finite values, got NaN or inf (subject {sid!r})")
+        if self.opts.binarize:
+            label = label != 0
+        else:
+            values = np.unique(label)
+            if not np.isin(values, (0, 1)).all():
+                raise DataError(
+                    f"`{lp.name}` must be a binary mask (0/1), got values {values[:6].tolist()} (subject {sid!r}); "
+                    "use binarize=True to treat every non-zero value as foreground"
+                )
+        return image, label.astype(np.float32)

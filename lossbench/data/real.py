@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from lossbench.data.base import (
     check_float,
     check_int,
     check_shape,
+    materialise_splits,
 )
 from lossbench.data.synthetic import (
     SIZE_DISTRIBUTIONS,
@@ -335,85 +337,137 @@ def brain_lesions(
         ConfigError: naming an invalid parameter.
         MissingExtraError: if ``nilearn`` (the ``realdata`` extra) is missing.
     """
-    res = check_float("resolution", resolution, lo=1.0, hi=4.0)
-    n_train = check_int("n_train", n_train, lo=1)
-    n_val = check_int("n_val", n_val, lo=0)
-    n_test = check_int("n_test", n_test, lo=0)
-    seed = check_int("seed", seed, lo=0)
-    if not isinstance(n_lesions, (list, tuple)) or len(n_lesions) != 2:
-        raise expect("n_lesions", "a pair [min, max] of ints", repr(n_lesions))
-    lo = check_int("n_lesions[0]", n_lesions[0], lo=0, hi=100)
-    hi = check_int("n_lesions[1]", n_lesions[1], lo=lo, hi=100)
-    vmin = check_float("min_volume", min_volume, lo=1.0)
-    vmax = check_float("max_volume", max_volume, lo=vmin, lo_open=True)
-    dist = check_choice("size_distribution", size_distribution, SIZE_DISTRIBUTIONS)
-    alpha = check_float("pareto_alpha", pareto_alpha, lo=0.0, hi=5.0, lo_open=True)
-    non_touching = check_bool("non_touching", non_touching)
-    contrast = check_float("contrast", contrast, lo=-1.0, hi=2.0)
-    if contrast == 0.0:
-        raise expect("contrast", "non-zero", contrast)
-    small_contrast = check_float("small_contrast", small_contrast, lo=0.0, hi=1.0)
-    noise = check_float("noise", noise, lo=0.0, hi=10.0)
-    bias_field = check_float("bias_field", bias_field, lo=0.0, hi=1.0)
-    blur = check_float("blur", blur, lo=0.0, hi=5.0)
-    shape = None if size is None else check_shape("size", size, 3, lo=16)
-
-    t1, wm, gm = load_mni_template(res)
-    if shape is None:
-        shape = tuple(int(np.ceil(n / 16) * 16) for n in t1.shape)
-    t1, wm, gm = (_fit(v, shape) for v in (t1, wm, gm))
-    brain = (wm + gm) > 0.5
-    centres = wm > 0.5
-    if vmax > brain.sum() / 4:
-        raise expect("max_volume", f"<= a quarter of the brain ({brain.sum() / 4:g} voxels at {res:g} mm)", vmax)
-
-    def make(split: str, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        rng = _subject_rng(seed, split, index)
-        k = int(rng.integers(lo, hi + 1))
-        targets = np.sort(draw_volumes(rng, k, vmin, vmax, dist, alpha))[::-1]
-        shapes = [lesion_shape(rng, v, 3) for v in targets]
-        instances, placed = place_lesions(rng, brain, shapes, non_touching, centres=centres)
-        image = t1.copy()
-        if placed:
-            s = np.clip(np.log(targets[placed] / vmin) / np.log(vmax / vmin), 0.0, 1.0)
-            lut = np.zeros(len(placed) + 1, dtype=np.float32)
-            lut[1:] = contrast * (small_contrast + (1.0 - small_contrast) * s)
-            effect = lut[instances]
-            if blur > 0:
-                effect = ndimage.gaussian_filter(effect, sigma=blur, truncate=3.0)
-            image *= 1.0 + effect
-        image *= np.exp(np.float32(bias_field) * _bias(rng, shape))
-        if noise > 0:
-            image += np.float32(noise) * rng.standard_normal(shape, dtype=np.float32)
-        sid = f"{split}-{index:04d}"
-        subject = {
-            "image": image.astype(np.float32)[None],
-            "label": (instances > 0).astype(np.float32)[None],
-            "id": sid,
-        }
-        volumes = np.bincount(instances.ravel(), minlength=len(placed) + 1)[1:]
-        return subject, {"n_lesions": len(placed), "volumes": volumes.astype(int).tolist()}
-
-    splits: dict[str, SubjectList] = {}
-    metadata: dict[str, dict[str, Any]] = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        items = []
-        for i in range(n):
-            subject, meta = make(split, i)
-            items.append(subject)
-            metadata[subject["id"]] = meta
-        splits[split] = SubjectList.of(items)
-    params = {
-        "resolution": res, "size": list(shape), "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed,
-        "n_lesions": [lo, hi], "min_volume": vmin, "max_volume": vmax, "size_distribution": dist,
-        "pareto_alpha": alpha, "non_touching": non_touching, "contrast": contrast, "small_contrast": small_contrast,
-        "noise": noise, "bias_field": bias_field, "blur": blur,
-    }  # fmt: skip
+    p = _LesionParams.check(
+        resolution=resolution, size=size, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+        n_lesions=n_lesions, min_volume=min_volume, max_volume=max_volume, size_distribution=size_distribution,
+        pareto_alpha=pareto_alpha, non_touching=non_touching, contrast=contrast, small_contrast=small_contrast,
+        noise=noise, bias_field=bias_field, blur=blur,
+    )  # fmt: skip
+    anatomy = _Anatomy.load(p)
+    counts = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
+    splits, metadata = materialise_splits(counts, functools.partial(_lesion_subject, p, anatomy))
     return SegmentationDataset(
         name="brain_lesions",
         spatial_dims=3,
         splits=splits,
-        params=params,
+        params=p.as_params(anatomy.shape),
         metadata=metadata,
-        description=f"MNI152 brain at {res:g} mm {'x'.join(map(str, shape))} with synthetic WM lesions",
+        description=f"MNI152 brain at {p.res:g} mm {'x'.join(map(str, anatomy.shape))} with synthetic WM lesions",
     )
+
+
+@dataclass(frozen=True)
+class _LesionParams:
+    """The checked parameters of :func:`brain_lesions` (``shape`` None: padded brain box)."""
+
+    res: float
+    n_train: int
+    n_val: int
+    n_test: int
+    seed: int
+    lo: int
+    hi: int
+    vmin: float
+    vmax: float
+    dist: str
+    alpha: float
+    non_touching: bool
+    contrast: float
+    small_contrast: float
+    noise: float
+    bias_field: float
+    blur: float
+    shape: tuple[int, ...] | None
+
+    @classmethod
+    def check(cls, **kw: Any) -> _LesionParams:
+        """Check every parameter, in signature order (the first invalid one is named)."""
+        res = check_float("resolution", kw["resolution"], lo=1.0, hi=4.0)
+        n_train = check_int("n_train", kw["n_train"], lo=1)
+        n_val = check_int("n_val", kw["n_val"], lo=0)
+        n_test = check_int("n_test", kw["n_test"], lo=0)
+        seed = check_int("seed", kw["seed"], lo=0)
+        n_lesions = kw["n_lesions"]
+        if not isinstance(n_lesions, (list, tuple)) or len(n_lesions) != 2:
+            raise expect("n_lesions", "a pair [min, max] of ints", repr(n_lesions))
+        lo = check_int("n_lesions[0]", n_lesions[0], lo=0, hi=100)
+        hi = check_int("n_lesions[1]", n_lesions[1], lo=lo, hi=100)
+        vmin = check_float("min_volume", kw["min_volume"], lo=1.0)
+        vmax = check_float("max_volume", kw["max_volume"], lo=vmin, lo_open=True)
+        dist = check_choice("size_distribution", kw["size_distribution"], SIZE_DISTRIBUTIONS)
+        alpha = check_float("pareto_alpha", kw["pareto_alpha"], lo=0.0, hi=5.0, lo_open=True)
+        non_touching = check_bool("non_touching", kw["non_touching"])
+        contrast = check_float("contrast", kw["contrast"], lo=-1.0, hi=2.0)
+        if contrast == 0.0:
+            raise expect("contrast", "non-zero", contrast)
+        return cls(
+            res=res, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, lo=lo, hi=hi, vmin=vmin, vmax=vmax,
+            dist=dist, alpha=alpha, non_touching=non_touching, contrast=contrast,
+            small_contrast=check_float("small_contrast", kw["small_contrast"], lo=0.0, hi=1.0),
+            noise=check_float("noise", kw["noise"], lo=0.0, hi=10.0),
+            bias_field=check_float("bias_field", kw["bias_field"], lo=0.0, hi=1.0),
+            blur=check_float("blur", kw["blur"], lo=0.0, hi=5.0),
+            shape=None if kw["size"] is None else check_shape("size", kw["size"], 3, lo=16),
+        )  # fmt: skip
+
+    def as_params(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """The resolved parameters (recorded with the dataset)."""
+        return {
+            "resolution": self.res, "size": list(shape), "n_train": self.n_train, "n_val": self.n_val,
+            "n_test": self.n_test, "seed": self.seed, "n_lesions": [self.lo, self.hi], "min_volume": self.vmin,
+            "max_volume": self.vmax, "size_distribution": self.dist, "pareto_alpha": self.alpha,
+            "non_touching": self.non_touching, "contrast": self.contrast, "small_contrast": self.small_contrast,
+            "noise": self.noise, "bias_field": self.bias_field, "blur": self.blur,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Anatomy:
+    """The template fitted to the output shape: T1, brain mask and the voxels where lesions may be centred."""
+
+    t1: np.ndarray
+    brain: np.ndarray
+    centers: np.ndarray
+    shape: tuple[int, ...]
+
+    @classmethod
+    def load(cls, p: _LesionParams) -> _Anatomy:
+        """Load the template at the resolution and fit it; check that the largest lesion fits in the brain."""
+        t1, wm, gm = load_mni_template(p.res)
+        shape = p.shape if p.shape is not None else tuple(int(np.ceil(n / 16) * 16) for n in t1.shape)
+        t1, wm, gm = (_fit(v, shape) for v in (t1, wm, gm))
+        brain = (wm + gm) > 0.5
+        if p.vmax > brain.sum() / 4:
+            raise expect(
+                "max_volume", f"<= a quarter of the brain ({brain.sum() / 4:g} voxels at {p.res:g} mm)", p.vmax
+            )
+        return cls(t1=t1, brain=brain, centers=wm > 0.5, shape=shape)
+
+
+def _lesion_subject(p: _LesionParams, a: _Anatomy, split: str, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Subject ``index`` of ``split``: lesions placed in white matter, contrast, bias field and noise."""
+    rng = _subject_rng(p.seed, split, index)
+    k = int(rng.integers(p.lo, p.hi + 1))
+    targets = np.sort(draw_volumes(rng, k, p.vmin, p.vmax, p.dist, p.alpha))[::-1]
+    shapes = [lesion_shape(rng, v, 3) for v in targets]
+    instances, placed = place_lesions(rng, a.brain, shapes, p.non_touching, centres=a.centers)
+    image = a.t1.copy()
+    if placed:
+        s = np.clip(np.log(targets[placed] / p.vmin) / np.log(p.vmax / p.vmin), 0.0, 1.0)
+        lut = np.zeros(len(placed) + 1, dtype=np.float32)
+        lut[1:] = p.contrast * (p.small_contrast + (1.0 - p.small_contrast) * s)
+        effect = lut[instances]
+        if p.blur > 0:
+            effect = ndimage.gaussian_filter(effect, sigma=p.blur, truncate=3.0)
+        image *= 1.0 + effect
+    image *= np.exp(np.float32(p.bias_field) * _bias(rng, a.shape))
+    if p.noise > 0:
+        image += np.float32(p.noise) * rng.standard_normal(a.shape, dtype=np.float32)
+    sid = f"{split}-{index:04d}"
+    subject = {
+        "image": image.astype(np.float32)[None],
+        "label": (instances > 0).astype(np.float32)[None],
+        "id": sid,
+    }
+    volumes = np.bincount(instances.ravel(), minlength=len(placed) + 1)[1:]
+    return subject, {"n_lesions": len(placed), "volumes": volumes.astype(int).tolist()}

@@ -19,7 +19,8 @@ normalises (patch-mode evaluation runs on whole images with sliding-window infer
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -96,72 +97,111 @@ def make_transforms(
     """
     from monai import transforms as mt
 
-    mode = check_choice("mode", mode, MODES)
-    d = check_spatial_dims(spatial_dims)
-    augment = check_bool("augment", augment)
-    if mode == "patch":
-        if patch_size is None:
-            raise expect("patch_size", "an int or a list of ints in patch mode", None)
-        patch = check_shape("patch_size", patch_size, d, lo=4)
-    elif patch_size is not None:
-        raise expect("patch_size", "None in whole mode", repr(patch_size), "set mode='patch' to train on patches")
-    num_samples = check_int("num_samples", num_samples, lo=1)
-    pos = check_float("pos", pos, lo=0.0)
-    neg = check_float("neg", neg, lo=0.0)
-    if pos + neg == 0:
-        raise expect("pos", "positive when neg is 0", pos)
-    probs = {
-        name: check_float(name, value, lo=0.0, hi=1.0)
-        for name, value in (
-            ("flip_prob", flip_prob),
-            ("rotate_prob", rotate_prob),
-            ("zoom_prob", zoom_prob),
-            ("intensity_prob", intensity_prob),
-        )
-    }
-    rotate_range = check_float("rotate_range", rotate_range, lo=0.0, hi=3.1416)
-    if not isinstance(zoom_range, (list, tuple)) or len(zoom_range) != 2:
-        raise expect("zoom_range", "a pair (min_zoom, max_zoom)", repr(zoom_range))
-    zmin = check_float("zoom_range[0]", zoom_range[0], lo=0.0, hi=10.0, lo_open=True)
-    zmax = check_float("zoom_range[1]", zoom_range[1], lo=zmin, hi=10.0)
-    intensity_scale = check_float("intensity_scale", intensity_scale, lo=0.0, hi=1.0)
-    intensity_shift = check_float("intensity_shift", intensity_shift, lo=0.0)
-    nonzero = check_bool("nonzero", nonzero)
-
+    o = _Options.check(
+        mode=mode, spatial_dims=spatial_dims, patch_size=patch_size, augment=augment, num_samples=num_samples,
+        pos=pos, neg=neg, flip_prob=flip_prob, rotate_range=rotate_range, rotate_prob=rotate_prob,
+        zoom_range=zoom_range, zoom_prob=zoom_prob, intensity_scale=intensity_scale,
+        intensity_shift=intensity_shift, intensity_prob=intensity_prob, nonzero=nonzero,
+    )  # fmt: skip
     keys = list(KEYS)
     base = [
         mt.Lambdad(keys=keys, func=_copy_array),  # the dataset's arrays are never modified in place
         mt.EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32, track_meta=False),
-        mt.NormalizeIntensityd(keys="image", nonzero=nonzero, channel_wise=True),
+        mt.NormalizeIntensityd(keys="image", nonzero=o.nonzero, channel_wise=True),
     ]
     train = list(base)
-    if mode == "patch":
+    if o.mode == "patch":
         train += [
-            mt.SpatialPadd(keys=keys, spatial_size=patch, mode="constant"),
+            mt.SpatialPadd(keys=keys, spatial_size=o.patch, mode="constant"),
             mt.RandCropByPosNegLabeld(
-                keys=keys, label_key="label", spatial_size=patch, pos=pos, neg=neg, num_samples=num_samples
+                keys=keys, label_key="label", spatial_size=o.patch, pos=o.pos, neg=o.neg, num_samples=o.num_samples
             ),
         ]
-    if augment:
-        interp = "bilinear" if d == 2 else "trilinear"
-        rot = {"range_x": rotate_range} if d == 2 else dict.fromkeys(("range_x", "range_y", "range_z"), rotate_range)
-        train += [
-            mt.RandFlipd(keys=keys, prob=probs["flip_prob"], spatial_axis=0),
-            mt.RandRotated(
-                keys=keys, prob=probs["rotate_prob"], mode=("bilinear", "nearest"), padding_mode="zeros", **rot
-            ),
-            mt.RandZoomd(
-                keys=keys,
-                prob=probs["zoom_prob"],
-                min_zoom=zmin,
-                max_zoom=zmax,
-                mode=(interp, "nearest"),
-                padding_mode="constant",
-                keep_size=True,
-            ),
-            mt.RandScaleIntensityd(keys="image", factors=intensity_scale, prob=probs["intensity_prob"]),
-            mt.RandShiftIntensityd(keys="image", offsets=intensity_shift, prob=probs["intensity_prob"]),
-        ]
+    if o.augment:
+        train += _augmentations(o)
     final = mt.EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32, track_meta=False)
     train.append(final)
     return TransformPair(mt.Compose(train), mt.Compose([*base, final]))
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked arguments of :func:`make_transforms`."""
+
+    mode: str
+    d: int
+    patch: tuple[int, ...] | None
+    augment: bool
+    num_samples: int
+    pos: float
+    neg: float
+    probs: dict[str, float]
+    rotate_range: float
+    zmin: float
+    zmax: float
+    intensity_scale: float
+    intensity_shift: float
+    nonzero: bool
+
+    @classmethod
+    def check(cls, **kw: Any) -> _Options:
+        """Check every argument in signature order (the first invalid one is named)."""
+        mode = check_choice("mode", kw["mode"], MODES)
+        d = check_spatial_dims(kw["spatial_dims"])
+        augment = check_bool("augment", kw["augment"])
+        patch_size = kw["patch_size"]
+        patch = None
+        if mode == "patch":
+            if patch_size is None:
+                raise expect("patch_size", "an int or a list of ints in patch mode", None)
+            patch = check_shape("patch_size", patch_size, d, lo=4)
+        elif patch_size is not None:
+            raise expect("patch_size", "None in whole mode", repr(patch_size), "set mode='patch' to train on patches")
+        num_samples = check_int("num_samples", kw["num_samples"], lo=1)
+        pos = check_float("pos", kw["pos"], lo=0.0)
+        neg = check_float("neg", kw["neg"], lo=0.0)
+        if pos + neg == 0:
+            raise expect("pos", "positive when neg is 0", pos)
+        probs = {
+            name: check_float(name, kw[name], lo=0.0, hi=1.0)
+            for name in ("flip_prob", "rotate_prob", "zoom_prob", "intensity_prob")
+        }
+        rotate_range = check_float("rotate_range", kw["rotate_range"], lo=0.0, hi=3.1416)
+        zoom_range = kw["zoom_range"]
+        if not isinstance(zoom_range, (list, tuple)) or len(zoom_range) != 2:
+            raise expect("zoom_range", "a pair (min_zoom, max_zoom)", repr(zoom_range))
+        zmin = check_float("zoom_range[0]", zoom_range[0], lo=0.0, hi=10.0, lo_open=True)
+        zmax = check_float("zoom_range[1]", zoom_range[1], lo=zmin, hi=10.0)
+        return cls(
+            mode=mode, d=d, patch=patch, augment=augment, num_samples=num_samples, pos=pos, neg=neg, probs=probs,
+            rotate_range=rotate_range, zmin=zmin, zmax=zmax,
+            intensity_scale=check_float("intensity_scale", kw["intensity_scale"], lo=0.0, hi=1.0),
+            intensity_shift=check_float("intensity_shift", kw["intensity_shift"], lo=0.0),
+            nonzero=check_bool("nonzero", kw["nonzero"]),
+        )  # fmt: skip
+
+
+def _augmentations(o: _Options) -> list[Any]:
+    """The paper's random augmentations: flip, rotation, zoom, intensity scale and shift."""
+    from monai import transforms as mt
+
+    keys = list(KEYS)
+    interp = "bilinear" if o.d == 2 else "trilinear"
+    rot = {"range_x": o.rotate_range} if o.d == 2 else dict.fromkeys(("range_x", "range_y", "range_z"), o.rotate_range)
+    return [
+        mt.RandFlipd(keys=keys, prob=o.probs["flip_prob"], spatial_axis=0),
+        mt.RandRotated(
+            keys=keys, prob=o.probs["rotate_prob"], mode=("bilinear", "nearest"), padding_mode="zeros", **rot
+        ),
+        mt.RandZoomd(
+            keys=keys,
+            prob=o.probs["zoom_prob"],
+            min_zoom=o.zmin,
+            max_zoom=o.zmax,
+            mode=(interp, "nearest"),
+            padding_mode="constant",
+            keep_size=True,
+        ),
+        mt.RandScaleIntensityd(keys="image", factors=o.intensity_scale, prob=o.probs["intensity_prob"]),
+        mt.RandShiftIntensityd(keys="image", offsets=o.intensity_shift, prob=o.probs["intensity_prob"]),
+    ]

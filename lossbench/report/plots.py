@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lossbench.errors import DataError, expect
+from lossbench.io import atomic_save_figure
 
 __all__ = [
     "loss_colors",
@@ -74,8 +75,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
-    return path
+    return atomic_save_figure(fig, path, dpi=_DPI, bbox_inches="tight", facecolor="white")
 
 
 def _ordered(labels: Sequence[str], colors: Mapping[str, str]) -> list[str]:

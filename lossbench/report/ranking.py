@@ -184,7 +184,7 @@ def rank_table(
         directions: ``{metric: "max" | "min"}`` for every column (``lossbench.metrics.metric_directions``
             builds it from the metrics' ``higher_is_better``).
         divisor: denominator of the mean rank; ``None`` (default) is the number of metrics, the correct mean.
-            The paper's Tables 1 and 3 used 6 for 7 metrics (see REFERENCE.md §7).
+            The paper's Tables 1 and 3 divided by 6 although they rank 7 metrics.
         decimals: round values to this many decimals before ranking (the paper ranks printed values, so
             values equal when printed tie); ``None`` ranks exact values.
 

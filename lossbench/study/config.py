@@ -1,7 +1,6 @@
 """Study files: a strict, versioned schema, read with a safe YAML loader that remembers line numbers.
 
-A study file names a dataset, a network, the training schedule, the losses to compare and the seeds
-(DESIGN.md §6)::
+A study file names a dataset, a network, the training schedule, the losses to compare and the seeds::
 
     schema_version: 1
     name: quickstart
@@ -25,16 +24,19 @@ Two levels of checking:
   value is reported before anything trains.
 
 Every problem is a :class:`~lossbench.errors.ConfigError` whose message starts with
-``"<file>:<line>: <key>: "`` and, for names and keys, suggests the closest valid one.
+``"<file>:<line>: <key>: "`` and, for names and keys, suggests the closest valid one. All the problems of a
+level are reported together (every schema problem; then the first problem of every dataset, of the model and of
+every loss): several problems are one :class:`StudyProblems` whose ``problems`` lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +61,8 @@ __all__ = [
     "parse_study",
     "validate_study_file",
     "check_study",
+    "StudyProblems",
+    "problems_of",
 ]
 
 #: Version of the study file schema (and of every JSON file of the results store).
@@ -320,7 +324,7 @@ class ReportConfig(_Strict):
 
 
 class StudyConfig(_Strict):
-    """A whole study file (DESIGN.md §6). Build it with :func:`load_study` or :func:`validate_study_file`.
+    """A whole study file. Build it with :func:`load_study` or :func:`validate_study_file`.
 
     Attributes:
         schema_version: must be 1.
@@ -438,12 +442,50 @@ def _from_validation_error(exc: ValidationError, source: _Source) -> ConfigError
     # A misspelt key shows up twice (unknown key + required key missing): report the misspelling first.
     rank = {"extra_forbidden": 0, "missing": 2}
     errors = sorted(exc.errors(), key=lambda e: rank.get(e["type"], 1))
-    first = errors[0]
-    loc = tuple(first["loc"])
-    problem = _problem(first)
-    if len(errors) > 1:
-        problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return source.error(loc, problem)
+    return _together([source.error(tuple(e["loc"]), _problem(e)) for e in errors])
+
+
+class StudyProblems(ConfigError):
+    """Several located problems of one study file, raised together.
+
+    The message joins them with ``"; "``; ``problems`` holds one ``"<file>:<line>: <key>: <problem>"`` each.
+    """
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def problems_of(exc: ConfigError) -> list[str]:
+    """The located problems an error reports: its ``problems``, or its message as the only one."""
+    return list(getattr(exc, "problems", None) or [str(exc)])
+
+
+def _together(errors: Sequence[ConfigError]) -> ConfigError:
+    """One error for all: the error itself when there is one, else a :class:`StudyProblems` listing each once."""
+    if len(errors) == 1:
+        return errors[0]
+    return StudyProblems(list(dict.fromkeys(p for e in errors for p in problems_of(e))))
+
+
+class _Collector:
+    """Collects the :class:`ConfigError` of each checked entry, so that every entry of a study is checked."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    @contextlib.contextmanager
+    def entry(self) -> Iterator[None]:
+        """Check one entry: its first problem is recorded, and checking goes on with the next entry."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.append(exc)
+
+    def raise_any(self) -> None:
+        """Raise every recorded problem as one error (nothing when there is none)."""
+        if self.errors:
+            raise _together(self.errors)
 
 
 # -------------------------------------------------------------------------------------------- load
@@ -482,31 +524,45 @@ def parse_study(data: Any, *, source: str = "<study>", lines: dict[Loc, int] | N
 
 
 def _cross_checks(cfg: StudyConfig) -> None:
+    """Rules across keys: one of ``dataset``/``datasets``, unique seeds and labels, a baseline that is a label."""
+    found = _Collector()
     if (cfg.dataset is None) == (cfg.datasets is None):
-        raise cfg.error((), "exactly one of `dataset` (a mapping) or `datasets` (a list) is required")
+        found.errors.append(cfg.error((), "exactly one of `dataset` (a mapping) or `datasets` (a list) is required"))
+        found.raise_any()
     for i, seed in enumerate(cfg.seeds):
         if seed < 0:
-            raise cfg.error(("seeds", i), f"must be a non-negative integer, got {seed}")
-        if seed in cfg.seeds[:i]:
-            raise cfg.error(("seeds", i), f"seed {seed} is listed twice")
-    labels: list[str] = []
-    for i, loss in enumerate(cfg.losses):
-        assert loss.label is not None
-        if not loss.label.strip():
-            raise cfg.error(("losses", i, "label"), "must be a non-empty string, got ''")
-        if loss.label in labels:
-            raise cfg.error(("losses", i, "label"), f"label {loss.label!r} is used twice; labels must be unique")
-        labels.append(loss.label)
+            found.errors.append(cfg.error(("seeds", i), f"must be a non-negative integer, got {seed}"))
+        elif seed in cfg.seeds[:i]:
+            found.errors.append(cfg.error(("seeds", i), f"seed {seed} is listed twice"))
+    labels = _loss_labels(cfg, found)
     ds_labels: list[str] = []
     for loc, ds in cfg.dataset_list():
         if ds.label in ds_labels:
-            raise cfg.error(loc + ("label",), f"dataset label {ds.label!r} is used twice")
+            found.errors.append(cfg.error(loc + ("label",), f"dataset label {ds.label!r} is used twice"))
         ds_labels.append(str(ds.label))
     baseline = cfg.report.baseline
     if baseline is not None and baseline not in labels:
         close = difflib.get_close_matches(baseline, labels, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise cfg.error(("report", "baseline"), f"must be one of the loss labels {labels}, got {baseline!r}.{hint}")
+        found.errors.append(
+            cfg.error(("report", "baseline"), f"must be one of the loss labels {labels}, got {baseline!r}.{hint}")
+        )
+    found.raise_any()
+
+
+def _loss_labels(cfg: StudyConfig, found: _Collector) -> list[str]:
+    """The loss labels in file order; an empty or repeated label is recorded as a problem."""
+    labels: list[str] = []
+    for i, loss in enumerate(cfg.losses):
+        assert loss.label is not None  # filled by LossSpec's validator
+        if not loss.label.strip():
+            found.errors.append(cfg.error(("losses", i, "label"), "must be a non-empty string, got ''"))
+        elif loss.label in labels:
+            found.errors.append(
+                cfg.error(("losses", i, "label"), f"label {loss.label!r} is used twice; labels must be unique")
+            )
+        labels.append(loss.label)
+    return labels
 
 
 def _merge_scale(
@@ -649,7 +705,11 @@ def loss_kwargs(spec: LossSpec) -> dict[str, Any]:
 
 
 def check_study(cfg: StudyConfig) -> list[DatasetFacts]:
-    """Build every dataset, the network and every loss once; raise a located error on the first problem.
+    """Build every dataset, the network and every loss once; raise one located error listing every problem.
+
+    Each dataset, the model and each loss is checked on its own (an entry's first problem is its problem), so
+    one run of ``lossbench validate`` shows every entry that needs a fix; the model is built for the datasets
+    that could be built.
 
     Args:
         cfg: a schema-checked study.
@@ -659,54 +719,69 @@ def check_study(cfg: StudyConfig) -> list[DatasetFacts]:
 
     Raises:
         ConfigError: unknown dataset/model/loss name or parameter, invalid value, a network that does not fit
-            the image or patch size, or a loss that sets ``sigmoid`` (the runner always trains on logits).
+            the image or patch size, or a loss that sets ``sigmoid`` (the runner always trains on logits); with
+            several problems a :class:`StudyProblems` that lists them all.
     """
-    from lossbench.losses import LOSSES, build_loss
-    from lossbench.study.datasets import build_splits, dataset_registry
-    from lossbench.study.model import DATA_DERIVED, MODELS, build_model, check_model_input
-
-    datasets, _ = dataset_registry()
+    found = _Collector()
     facts: list[DatasetFacts] = []
     for loc, ds in cfg.dataset_list():
-        _check_params(cfg, loc, datasets, ds.name, ds.params)
-        try:
-            splits = build_splits(ds.name, ds.params)
-        except LossbenchError as exc:
-            raise _build_error(cfg, loc, ds.params, exc) from None
-        except TypeError as exc:
-            raise cfg.error(loc, f"invalid parameters for dataset {ds.name!r}: {exc}") from None
-        first = splits["train"][0]["image"]
-        # Lazy (on-disk) datasets: only the first subject of each split is read here.
-        shapes = {
-            tuple(int(n) for n in split[i]["image"].shape)
-            for split in splits.values()
-            for i in (range(1) if split.lazy else range(len(split)))
-        }
-        if cfg.training.mode == "whole" and len(shapes) > 1:
-            raise cfg.error(
-                loc,
-                f"must have images of one shape for whole-image training, got {len(shapes)} shapes "
-                f"(e.g. {sorted(shapes)[:2]}); use `training.mode: patch`",
-            )
-        if len({s[0] for s in shapes}) > 1:
-            raise cfg.error(loc, f"must have one number of image channels, got shapes {sorted(shapes)[:3]}")
-        facts.append(
-            DatasetFacts(
-                label=str(ds.label),
-                n_train=len(splits["train"]),
-                n_val=len(splits["val"]),
-                n_test=len(splits["test"]),
-                spatial_shape=tuple(min(shape[k] for shape in shapes) for k in range(1, first.ndim)),
-                in_channels=int(first.shape[0]),
-            )
+        with found.entry():
+            facts.append(_check_dataset(cfg, loc, ds))
+    with found.entry():
+        _check_model(cfg, facts)
+    for i, loss in enumerate(cfg.losses):
+        with found.entry():
+            _check_loss(cfg, ("losses", i), loss)
+    found.raise_any()
+    return facts
+
+
+def _check_dataset(cfg: StudyConfig, loc: Loc, ds: DatasetSpec) -> DatasetFacts:
+    """Build one dataset and read its split sizes and image geometry."""
+    from lossbench.study.datasets import build_splits, dataset_registry
+
+    datasets, _ = dataset_registry()
+    _check_params(cfg, loc, datasets, ds.name, ds.params)
+    try:
+        splits = build_splits(ds.name, ds.params)
+    except LossbenchError as exc:
+        raise _build_error(cfg, loc, ds.params, exc) from None
+    except TypeError as exc:
+        raise cfg.error(loc, f"invalid parameters for dataset {ds.name!r}: {exc}") from None
+    first = splits["train"][0]["image"]
+    # Lazy (on-disk) datasets: only the first subject of each split is read here.
+    shapes = {
+        tuple(int(n) for n in split[i]["image"].shape)
+        for split in splits.values()
+        for i in (range(1) if split.lazy else range(len(split)))
+    }
+    if cfg.training.mode == "whole" and len(shapes) > 1:
+        raise cfg.error(
+            loc,
+            f"must have images of one shape for whole-image training, got {len(shapes)} shapes "
+            f"(e.g. {sorted(shapes)[:2]}); use `training.mode: patch`",
         )
+    if len({s[0] for s in shapes}) > 1:
+        raise cfg.error(loc, f"must have one number of image channels, got shapes {sorted(shapes)[:3]}")
+    return DatasetFacts(
+        label=str(ds.label),
+        n_train=len(splits["train"]),
+        n_val=len(splits["val"]),
+        n_test=len(splits["test"]),
+        spatial_shape=tuple(min(shape[k] for shape in shapes) for k in range(1, first.ndim)),
+        in_channels=int(first.shape[0]),
+    )
+
+
+def _check_model(cfg: StudyConfig, facts: list[DatasetFacts]) -> None:
+    """The network's name and parameters, then the network built for each dataset and fitted to its input."""
+    from lossbench.study.model import DATA_DERIVED, MODELS, build_model
 
     mloc: Loc = ("model",)
     for key in DATA_DERIVED:
         if key in cfg.model.params:
             raise cfg.error(mloc + (key,), "is taken from the dataset and must not be set in `model`")
     _check_params(cfg, mloc, MODELS, cfg.model.name, cfg.model.params)
-    tr = cfg.training
     for f in facts:
         try:
             build_model(cfg.model.name, cfg.model.params, spatial_dims=f.spatial_dims, in_channels=f.in_channels)
@@ -714,41 +789,50 @@ def check_study(cfg: StudyConfig) -> list[DatasetFacts]:
             raise _build_error(cfg, mloc, cfg.model.params, exc) from None
         except (TypeError, ValueError) as exc:
             raise cfg.error(mloc, f"invalid network parameters: {exc}") from None
-        if tr.mode == "patch":
-            assert tr.patch_size is not None
-            if len(tr.patch_size) != f.spatial_dims:
-                raise cfg.error(
-                    ("training", "patch_size"),
-                    f"must have {f.spatial_dims} entries (dataset {f.label!r} is {f.spatial_dims}D), "
-                    f"got {tr.patch_size}",
-                )
-            if any(p > s for p, s in zip(tr.patch_size, f.spatial_shape)):
-                raise cfg.error(
-                    ("training", "patch_size"),
-                    f"must fit in the image size {f.spatial_shape} of dataset {f.label!r}, got {tr.patch_size}",
-                )
-            shape, what = tuple(tr.patch_size), "patch"
-        else:
-            shape, what = f.spatial_shape, "image"
-        try:
-            check_model_input(cfg.model.name, cfg.model.params, shape, what)
-        except ConfigError as exc:
-            raise cfg.error(mloc + ("strides",), str(exc)) from None
+        _check_model_input(cfg, f)
 
-    for i, loss in enumerate(cfg.losses):
-        loc = ("losses", i)
-        if "sigmoid" in loss.params:
+
+def _check_model_input(cfg: StudyConfig, f: DatasetFacts) -> None:
+    """The patch (patch mode) or the image (whole mode) of a dataset must suit the network's strides."""
+    from lossbench.study.model import check_model_input
+
+    tr = cfg.training
+    if tr.mode == "patch":
+        assert tr.patch_size is not None  # required in patch mode by TrainingConfig's validator
+        if len(tr.patch_size) != f.spatial_dims:
             raise cfg.error(
-                loc + ("sigmoid",), "must not be set: the network emits logits and the runner passes sigmoid=true"
+                ("training", "patch_size"),
+                f"must have {f.spatial_dims} entries (dataset {f.label!r} is {f.spatial_dims}D), got {tr.patch_size}",
             )
-        _check_params(cfg, loc, LOSSES, loss.name, loss_kwargs(loss))
-        try:
-            build_loss(loss.name, **loss_kwargs(loss))
-        except LossbenchError as exc:
-            raise _build_error(cfg, loc, loss.params, exc) from None
-        except TypeError as exc:
-            raise cfg.error(loc, f"invalid parameters for loss {loss.name!r}: {exc}") from None
-    return facts
+        if any(p > s for p, s in zip(tr.patch_size, f.spatial_shape)):
+            raise cfg.error(
+                ("training", "patch_size"),
+                f"must fit in the image size {f.spatial_shape} of dataset {f.label!r}, got {tr.patch_size}",
+            )
+        shape, what = tuple(tr.patch_size), "patch"
+    else:
+        shape, what = f.spatial_shape, "image"
+    try:
+        check_model_input(cfg.model.name, cfg.model.params, shape, what)
+    except ConfigError as exc:
+        raise cfg.error(("model", "strides"), str(exc)) from None
+
+
+def _check_loss(cfg: StudyConfig, loc: Loc, loss: LossSpec) -> None:
+    """A loss's name and parameters, then the loss built (``sigmoid`` is the runner's, never the study's)."""
+    from lossbench.losses import LOSSES, build_loss
+
+    if "sigmoid" in loss.params:
+        raise cfg.error(
+            loc + ("sigmoid",), "must not be set: the network emits logits and the runner passes sigmoid=true"
+        )
+    _check_params(cfg, loc, LOSSES, loss.name, loss_kwargs(loss))
+    try:
+        build_loss(loss.name, **loss_kwargs(loss))
+    except LossbenchError as exc:
+        raise _build_error(cfg, loc, loss.params, exc) from None
+    except TypeError as exc:
+        raise cfg.error(loc, f"invalid parameters for loss {loss.name!r}: {exc}") from None
 
 
 def validate_study_file(path: str | Path, *, scale: str | None = None) -> StudyConfig:
@@ -766,11 +850,17 @@ def validate_study_file(path: str | Path, *, scale: str | None = None) -> StudyC
         The validated :class:`StudyConfig`.
 
     Raises:
-        ConfigError: the first problem found, as ``"<file>:<line>: <key>: <problem>"``.
+        ConfigError: every problem found, each as ``"<file>:<line>: <key>: <problem>"`` (several: a
+            :class:`StudyProblems` with one entry per problem in ``problems``; the schema is checked first, and
+            objects are built only from a schema-valid study).
     """
     cfg = load_study(path, scale=scale)
-    check_study(cfg)
+    found = _Collector()
+    with found.entry():
+        check_study(cfg)
     if scale is None:
         for name in study_scales(path):
-            load_study(path, scale=name)
+            with found.entry():
+                load_study(path, scale=name)
+    found.raise_any()
     return cfg

@@ -1,4 +1,4 @@
-"""The results store of a run folder (DESIGN.md §7): atomic files, ``done.json`` last.
+"""The results store of a run folder: atomic files, ``done.json`` last.
 
 Layout::
 
@@ -16,19 +16,17 @@ Layout::
         timing.json            wall time per step, share spent in the loss, ...
         done.json              written last: status ("ok" or "diverged"), summary; its presence = finished
 
-Every write goes to a temporary file in the same folder, is flushed to disk and renamed into place
-(``os.replace`` is atomic on POSIX), so a killed process never leaves a truncated file under a final
-name. Every JSON file carries ``schema_version``, the package versions, the device and the seed.
+Every write goes through :mod:`lossbench.io` (temporary file in the same folder, flushed, renamed into
+place), so a killed process never leaves a truncated file under a final name; the ``atomic_write_*``
+helpers are re-exported here. Every JSON file carries ``schema_version``, the package versions, the device
+and the seed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import io
 import json
-import math
-import os
 import platform
 import shutil
 import time
@@ -39,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from lossbench.errors import StudyError
+from lossbench.io import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_text, json_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -82,61 +81,12 @@ def envelope(*, device: str | None, seed: int | None) -> dict[str, Any]:
     }
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Atomically write UTF-8 ``text`` to ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _json_safe(obj.item())
-    return obj
-
-
 def atomic_write_json(
     path: str | Path, payload: dict[str, Any], *, device: str | None = None, seed: int | None = None
 ) -> Path:
     """Atomically write ``payload`` as JSON, preceded by the :func:`envelope` (NaN is written as ``null``)."""
     body = {**envelope(device=device, seed=seed), **payload}
-    return atomic_write_text(path, json.dumps(_json_safe(body), indent=2, allow_nan=False) + "\n")
-
-
-def atomic_write_csv(path: str | Path, rows: Iterable[dict[str, Any]] | pd.DataFrame) -> Path:
-    """Atomically write a list of dicts (or a DataFrame) as CSV with a header."""
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    return atomic_write_text(path, frame.to_csv(index=False))
-
-
-def atomic_torch_save(path: str | Path, obj: Any) -> Path:
-    """Atomically ``torch.save`` ``obj`` to ``path``."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_text(path, json_text(body))
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -269,10 +270,6 @@ def _test_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 def train_cell(
     config: dict[str, Any],
     cell_dir: str | Path,
@@ -303,26 +300,91 @@ def train_cell(
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+@dataclass
+class _Cell:
+    """What one cell trains with, built once by :func:`_setup`."""
+
+    cid: str
+    cell_dir: Path
+    config: dict[str, Any]
+    seed: int
+    device: str
+    tr: dict[str, Any]
+    ev: dict[str, Any]
+    splits: dict[str, Any]
+    model: torch.nn.Module
+    loss_fn: Any
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    train_tf: Any
+    eval_tf: Any
+    loader: Any
+    progress: ProgressFn | None
+    cache: dict[int, Any] = field(default_factory=dict)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send a progress event (when there is a callback)."""
+        if self.progress is not None:
+            self.progress({"cell": self.cid, **event})
+
+
+@dataclass
+class _Run:
+    """What training accumulates: per-epoch rows, validation rows, the best epoch, timings and the status."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "dsc": -math.inf, "summary": None})
+    step_times: list[float] = field(default_factory=list)
+    parts: dict[str, float] = field(
+        default_factory=lambda: {"data": 0.0, "forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
+    )
+    val_seconds: float = 0.0
+    status: str = "ok"
+    reason: str = ""
+    epoch: int = 0
+
+
 def _train_cell(
     config: dict[str, Any], cell_dir: Path, *, device: str, cell_id: str | None, progress: ProgressFn | None
 ) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    cell = _setup(config, cell_dir, device, cell_id, progress)
+    run = _Run()
+    epochs = cell.tr["epochs"]
+    cell.emit({"kind": "start", "epochs": epochs, "label": config.get("label")})
+    for epoch in range(1, epochs + 1):
+        run.epoch = epoch
+        if not _train_epoch(cell, run, epoch):
+            break
+    atomic_write_csv(cell_dir / "history.csv", run.history)
+    if run.val_rows:
+        atomic_write_csv(cell_dir / "val_subjects.csv", run.val_rows)
+    test, test_seconds = _test(cell) if run.status == "ok" else ({}, 0.0)
+    timing = _timing(run, test_seconds, time.perf_counter() - t_start)
+    atomic_write_json(cell_dir / "timing.json", {"cell_id": cell.cid, **timing}, device=device, seed=cell.seed)
+    atomic_write_json(cell_dir / "done.json", _done(cell, run, test, timing), device=device, seed=cell.seed)
+    return read_json(cell_dir / "done.json")
+
+
+def _setup(
+    config: dict[str, Any], cell_dir: Path, device: str, cell_id: str | None, progress: ProgressFn | None
+) -> _Cell:
+    """Write ``config.json``, seed everything, then build the splits, network, loss, optimiser and transforms.
+
+    The order of the builds is part of the cell's numbers: each one draws from the seeded generators.
+    """
     from lossbench.losses import build_loss
     from lossbench.study.config import EvaluationConfig, TrainingConfig
     from lossbench.study.datasets import build_splits
-    from lossbench.study.model import build_model, count_parameters
+    from lossbench.study.model import build_model
 
-    t_start = time.perf_counter()
     cell_dir.mkdir(parents=True, exist_ok=True)
     cid = cell_id or cell_dir.name
     seed = int(config["seed"])
     tr = TrainingConfig.model_validate(config["training"]).model_dump(mode="json")
     ev = EvaluationConfig.model_validate(config["evaluation"]).model_dump(mode="json")
     atomic_write_json(cell_dir / "config.json", {"cell_id": cid, "config": config}, device=device, seed=seed)
-
-    def emit(event: dict[str, Any]) -> None:
-        if progress is not None:
-            progress({"cell": cid, **event})
-
     seed_everything(seed)
     ds_cfg = dict(config["dataset"])
     splits = build_splits(ds_cfg.pop("name"), ds_cfg)
@@ -338,158 +400,194 @@ def _train_cell(
     optimizer = torch.optim.Adam(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
     gen = torch.Generator().manual_seed(seed)
     train_tf, eval_tf = _make_transforms(tr, first.ndim - 1, seed)
-    cache: dict[int, Any] = {}
     loader = _make_loader(splits["train"], train_tf, tr, seed) if tr["num_workers"] > 0 else None
+    return _Cell(
+        cid=cid,
+        cell_dir=cell_dir,
+        config=config,
+        seed=seed,
+        device=device,
+        tr=tr,
+        ev=ev,
+        splits=splits,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        gen=gen,
+        train_tf=train_tf,
+        eval_tf=eval_tf,
+        loader=loader,
+        progress=progress,
+    )
 
-    history: list[dict[str, Any]] = []
-    val_rows: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "dsc": -math.inf, "summary": None}
-    step_times: list[float] = []
-    parts = {"data": 0.0, "forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
-    val_seconds = 0.0
-    status, reason = "ok", ""
-    epochs = tr["epochs"]
-    emit({"kind": "start", "epochs": epochs, "label": config.get("label")})
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        t_epoch = time.perf_counter()
-        model.train()
-        sums: dict[str, float] = {}
-        n_steps = 0
+
+def _train_epoch(cell: _Cell, run: _Run, epoch: int) -> bool:
+    """One epoch: the training steps, then validation when due; False when the cell diverged (training stops)."""
+    tr = cell.tr
+    t_epoch = time.perf_counter()
+    cell.model.train()
+    sums: dict[str, float] = {}
+    n_steps = 0
+    t0 = time.perf_counter()
+    if cell.loader is not None:
+        batches: Any = _loader_batches(cell.loader, tr.get("max_steps_per_epoch"))
+    else:
+        batches = iter(_epoch_batches(cell.splits["train"], tr, cell.train_tf, cell.gen, cell.cache))
+    run.parts["data"] += time.perf_counter() - t0
+    step = 0
+    while True:
         t0 = time.perf_counter()
-        if loader is not None:
-            batches: Any = _loader_batches(loader, tr.get("max_steps_per_epoch"))
-        else:
-            batches = iter(_epoch_batches(splits["train"], tr, train_tf, gen, cache))
-        parts["data"] += time.perf_counter() - t0
-        step = 0
-        while True:
-            t0 = time.perf_counter()
-            try:
-                xb, yb = next(batches)
-            except StopIteration:
-                break
-            parts["data"] += time.perf_counter() - t0
-            step += 1
-            _sync(device)
-            t0 = time.perf_counter()
-            x, y = xb.to(device), yb.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            _sync(device)
-            t1 = time.perf_counter()
-            if not bool(torch.isfinite(logits).all()):
-                status = "diverged"
-                reason = f"non-finite network output (logits) at epoch {epoch}, step {step}"
-                break
-            detached = logits.detach().requires_grad_(True)
-            terms = loss_fn.terms(detached, y)
-            total = terms["total"]
-            total_value = float(total.detach())
-            if not _finite(total_value):
-                bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))]
-                status = "diverged"
-                reason = f"non-finite loss ({total_value}) at epoch {epoch}, step {step}; non-finite terms: {bad}"
-                break
-            if total.requires_grad:
-                total.backward()
-            # A loss with no gradient path (e.g. only the reference center term) leaves the network unchanged.
-            grad = detached.grad if detached.grad is not None else torch.zeros_like(detached)
-            _sync(device)
-            t2 = time.perf_counter()
-            logits.backward(grad)
-            _sync(device)
-            t3 = time.perf_counter()
-            optimizer.step()
-            _sync(device)
-            t4 = time.perf_counter()
-            parts["forward"] += t1 - t0
-            parts["loss"] += t2 - t1
-            parts["backward"] += t3 - t2
-            parts["optimizer"] += t4 - t3
-            step_times.append(t4 - t0)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_steps += 1
-        row: dict[str, Any] = {"epoch": epoch, "steps": n_steps}
-        for k, v in sums.items():
-            row[f"train_{k}"] = v / max(n_steps, 1)
-        if status != "ok":
-            row["epoch_s"] = time.perf_counter() - t_epoch
-            history.append(row)
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
             break
-        if epoch % tr["val_every"] == 0 or epoch == epochs:
-            tv = time.perf_counter()
-            rows = evaluate(model, splits["val"], eval_tf, tr, ev, device)
-            val_seconds += time.perf_counter() - tv
-            for r in rows:
-                val_rows.append({"epoch": epoch, **r})
-            summ = val_summary(rows)
-            row.update({f"val_{k}": v for k, v in summ.items() if k != "n_subjects"})
-            if summ["dsc"] > best["dsc"]:
-                best = {"epoch": epoch, "dsc": summ["dsc"], "summary": summ}
-                atomic_torch_save(
-                    cell_dir / "best.pt",
-                    {"model_state": model.state_dict(), "epoch": epoch, "val_dsc": summ["dsc"], "cell_id": cid},
-                )
-            atomic_write_csv(cell_dir / "val_subjects.csv", val_rows)
+        run.parts["data"] += time.perf_counter() - t0
+        step += 1
+        if not _train_step(cell, run, xb, yb, sums, epoch, step):
+            break
+        n_steps += 1
+    row: dict[str, Any] = {"epoch": epoch, "steps": n_steps}
+    for k, v in sums.items():
+        row[f"train_{k}"] = v / max(n_steps, 1)
+    if run.status != "ok":
         row["epoch_s"] = time.perf_counter() - t_epoch
-        history.append(row)
-        atomic_write_csv(cell_dir / "history.csv", history)
-        emit(
-            {
-                "kind": "epoch",
-                "epoch": epoch,
-                "epochs": epochs,
-                "loss": row.get("train_total"),
-                "val_dsc": row.get("val_dsc"),
-            }
+        run.history.append(row)
+        return False
+    if epoch % tr["val_every"] == 0 or epoch == tr["epochs"]:
+        _validate(cell, run, epoch, row)
+    row["epoch_s"] = time.perf_counter() - t_epoch
+    run.history.append(row)
+    atomic_write_csv(cell.cell_dir / "history.csv", run.history)
+    cell.emit(
+        {
+            "kind": "epoch",
+            "epoch": epoch,
+            "epochs": tr["epochs"],
+            "loss": row.get("train_total"),
+            "val_dsc": row.get("val_dsc"),
+        }
+    )
+    return True
+
+
+def _train_step(
+    cell: _Cell, run: _Run, xb: torch.Tensor, yb: torch.Tensor, sums: dict[str, float], epoch: int, step: int
+) -> bool:
+    """One optimiser step, timed in parts; False (with the run's status and reason set) when it diverged.
+
+    The loss runs on a detached copy of the logits, so its forward and backward are timed apart from the
+    network's; the network then backpropagates the loss's gradient with respect to the logits.
+    """
+    device = cell.device
+    _sync(device)
+    t0 = time.perf_counter()
+    x, y = xb.to(device), yb.to(device)
+    cell.optimizer.zero_grad(set_to_none=True)
+    logits = cell.model(x)
+    _sync(device)
+    t1 = time.perf_counter()
+    if not bool(torch.isfinite(logits).all()):
+        run.status = "diverged"
+        run.reason = f"non-finite network output (logits) at epoch {epoch}, step {step}"
+        return False
+    detached = logits.detach().requires_grad_(True)
+    terms = cell.loss_fn.terms(detached, y)
+    total = terms["total"]
+    total_value = float(total.detach())
+    if not math.isfinite(total_value):
+        bad = [k for k, v in terms.items() if not math.isfinite(float(v.detach()))]
+        run.status = "diverged"
+        run.reason = f"non-finite loss ({total_value}) at epoch {epoch}, step {step}; non-finite terms: {bad}"
+        return False
+    if total.requires_grad:
+        total.backward()
+    # A loss with no gradient path (e.g. only the reference center term) leaves the network unchanged.
+    grad = detached.grad if detached.grad is not None else torch.zeros_like(detached)
+    _sync(device)
+    t2 = time.perf_counter()
+    logits.backward(grad)
+    _sync(device)
+    t3 = time.perf_counter()
+    cell.optimizer.step()
+    _sync(device)
+    t4 = time.perf_counter()
+    parts = run.parts
+    parts["forward"] += t1 - t0
+    parts["loss"] += t2 - t1
+    parts["backward"] += t3 - t2
+    parts["optimizer"] += t4 - t3
+    run.step_times.append(t4 - t0)
+    for k, v in terms.items():
+        sums[k] = sums.get(k, 0.0) + float(v.detach())
+    return True
+
+
+def _validate(cell: _Cell, run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Score the validation split, add its summary to the epoch's row, keep the checkpoint if it is the best.
+
+    Ties keep the earlier epoch (the paper's rule).
+    """
+    tv = time.perf_counter()
+    rows = evaluate(cell.model, cell.splits["val"], cell.eval_tf, cell.tr, cell.ev, cell.device)
+    run.val_seconds += time.perf_counter() - tv
+    for r in rows:
+        run.val_rows.append({"epoch": epoch, **r})
+    summ = val_summary(rows)
+    row.update({f"val_{k}": v for k, v in summ.items() if k != "n_subjects"})
+    if summ["dsc"] > run.best["dsc"]:
+        run.best = {"epoch": epoch, "dsc": summ["dsc"], "summary": summ}
+        atomic_torch_save(
+            cell.cell_dir / "best.pt",
+            {"model_state": cell.model.state_dict(), "epoch": epoch, "val_dsc": summ["dsc"], "cell_id": cell.cid},
         )
+    atomic_write_csv(cell.cell_dir / "val_subjects.csv", run.val_rows)
 
-    atomic_write_csv(cell_dir / "history.csv", history)
-    if val_rows:
-        atomic_write_csv(cell_dir / "val_subjects.csv", val_rows)
-    test: dict[str, Any] = {}
-    test_seconds = 0.0
-    if status == "ok":
-        tt = time.perf_counter()
-        state = torch.load(cell_dir / "best.pt", map_location=device, weights_only=True)
-        model.load_state_dict(state["model_state"])
-        test_rows = evaluate(model, splits["test"], eval_tf, tr, ev, device)
-        atomic_write_csv(cell_dir / "test_subjects.csv", test_rows)
-        test = _test_summary(test_rows)
-        test_seconds = time.perf_counter() - tt
 
-    n = len(step_times)
-    total_step = float(sum(step_times))
-    timing = {
+def _test(cell: _Cell) -> tuple[dict[str, Any], float]:
+    """Load the best checkpoint, score the test split and write its rows; return the summary and the seconds."""
+    tt = time.perf_counter()
+    state = torch.load(cell.cell_dir / "best.pt", map_location=cell.device, weights_only=True)
+    cell.model.load_state_dict(state["model_state"])
+    test_rows = evaluate(cell.model, cell.splits["test"], cell.eval_tf, cell.tr, cell.ev, cell.device)
+    atomic_write_csv(cell.cell_dir / "test_subjects.csv", test_rows)
+    return _test_summary(test_rows), time.perf_counter() - tt
+
+
+def _timing(run: _Run, test_seconds: float, wall_s: float) -> dict[str, Any]:
+    """The content of ``timing.json``."""
+    n = len(run.step_times)
+    total_step = float(sum(run.step_times))
+    return {
         "steps": n,
         "mean_step_s": total_step / n if n else float("nan"),
-        "median_step_s": float(np.median(step_times)) if n else float("nan"),
-        "loss_share": parts["loss"] / total_step if total_step > 0 else float("nan"),
-        "seconds": dict(parts),
-        "validation_s": val_seconds,
+        "median_step_s": float(np.median(run.step_times)) if n else float("nan"),
+        "loss_share": run.parts["loss"] / total_step if total_step > 0 else float("nan"),
+        "seconds": dict(run.parts),
+        "validation_s": run.val_seconds,
         "test_s": test_seconds,
-        "wall_s": time.perf_counter() - t_start,
+        "wall_s": wall_s,
         "threads": torch.get_num_threads(),
     }
-    atomic_write_json(cell_dir / "timing.json", {"cell_id": cid, **timing}, device=device, seed=seed)
-    done = {
-        "cell_id": cid,
-        "label": config.get("label"),
-        "loss": config["loss"]["name"],
-        "dataset_label": config.get("dataset_label"),
-        "status": status,
-        "reason": reason,
-        "epochs_run": epoch if status == "ok" else epoch - 1,
-        "best_epoch": best["epoch"],
-        "val": best["summary"] or {},
+
+
+def _done(cell: _Cell, run: _Run, test: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """The content of ``done.json``."""
+    from lossbench.study.model import count_parameters
+
+    return {
+        "cell_id": cell.cid,
+        "label": cell.config.get("label"),
+        "loss": cell.config["loss"]["name"],
+        "dataset_label": cell.config.get("dataset_label"),
+        "status": run.status,
+        "reason": run.reason,
+        "epochs_run": run.epoch if run.status == "ok" else run.epoch - 1,
+        "best_epoch": run.best["epoch"],
+        "val": run.best["summary"] or {},
         "test": test,
         "timing": {k: timing[k] for k in ("wall_s", "mean_step_s", "loss_share", "steps")},
-        "n_parameters": count_parameters(model),
+        "n_parameters": count_parameters(cell.model),
     }
-    atomic_write_json(cell_dir / "done.json", done, device=device, seed=seed)
-    return read_json(cell_dir / "done.json")
 
 
 def collect_files(cell_dir: str | Path) -> dict[str, bytes]:
