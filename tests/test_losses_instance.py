@@ -329,7 +329,7 @@ def test_ici_matches_oracle_dice(tp_mode, scene, center_path):
 
 @pytest.mark.parametrize("base", ["bce", "focal", "dicece", "dicefocal", "gdicefocal"])
 @pytest.mark.parametrize("tp_mode", ["keep", "remove", "remove_detached"])
-def test_ici_matches_oracle_other_bases(base, tp_mode):
+def test_ici_matches_oracle_other_bases(base, tp_mode, center_path):
     p, y = random_scene(7, (14, 15), batch=2)
     p.requires_grad_(True)
     ours = build_loss("ici", base=base, tp_mode=tp_mode, center_mode="trainable").terms(p, y)
@@ -432,7 +432,7 @@ def test_dici_matches_oracle(scene, reduction, center_path):
 
 
 @pytest.mark.parametrize("base", ["dicefocal", "bce"])
-def test_dici_other_base_matches_oracle(base):
+def test_dici_other_base_matches_oracle(base, center_path):
     p, y = random_scene(31, (15, 14), batch=2)
     p.requires_grad_(True)
     ours = build_loss("dici", base=base, reference=False).terms(p, y)

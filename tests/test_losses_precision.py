@@ -115,6 +115,18 @@ def test_dici_center_alone_builds_no_pair_table(scene, monkeypatch):
     assert torch.allclose(terms["total"], full["center"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("center_mode", ["reference", "trainable"])
+def test_ici_center_alone_equals_the_center_of_the_full_loss(center_mode, scene):
+    x, y = scene
+    leaf = x.clone().requires_grad_(True)
+    full = build_loss("ici", sigmoid=True, center_mode=center_mode, max_pred_instances=0).terms(x, y)
+    terms = build_loss("ici", a=0, b=0, sigmoid=True, center_mode=center_mode, max_pred_instances=0).terms(leaf, y)
+    assert sorted(terms) == ["center", "total"]
+    assert torch.allclose(terms["total"], full["center"], rtol=1e-6)
+    terms["total"].backward()  # the reference center has no gradient, but backward works
+    assert torch.isfinite(leaf.grad).all() and (float(leaf.grad.abs().sum()) > 0) == (center_mode == "trainable")
+
+
 def test_blob_without_blob_weight_labels_nothing(scene, monkeypatch):
     x, y = scene
     _forbid(monkeypatch, "lossbench.losses.blob.label_batch")

@@ -12,12 +12,14 @@ from oracles import render_boxes
 from lossbench.ops import (
     bitmap_contains,
     bitmap_positions,
+    box_grid,
     box_row_words,
     box_sums,
     box_voxels,
     count_nonzero_rows,
     coverage_dtype,
     coverage_work_size,
+    covering_sums,
     cube_coverage,
     flat_nonzero,
     inverse_coverage_sums,
@@ -223,8 +225,10 @@ def test_box_sums_match_slicing(shape, half):
     centre = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
     image = torch.from_numpy(rng.integers(0, shape[0], n))
     expected = _brute_box_sum(values, centre, image, half)
-    assert torch.allclose(box_sums(values, centre, image, half), expected, rtol=1e-12, atol=1e-12)
-    assert box_sums(values, centre[:0], image[:0], half).numel() == 0
+    grid, inner = box_grid(shape, half, torch.float64, values.device)
+    inner.copy_(values)
+    assert torch.allclose(box_sums(grid, centre, image, half), expected, rtol=1e-12, atol=1e-12)
+    assert box_sums(grid, centre[:0], image[:0], half).numel() == 0
 
 
 @pytest.mark.parametrize("numpy_path", [True, False])
@@ -265,3 +269,25 @@ def test_coverage_dtype_widens_when_a_slab_holds_many_centres():
     assert coverage_dtype(centre, image, (0, 1, 1), 1) == torch.uint8  # 200 and 100 centres, in separate planes
     counts = cube_coverage(centre, image, (1, 1, 1), (1, 9, 5, 5), torch.int32)
     assert int(counts.max()) == 300
+
+
+@pytest.mark.parametrize(("shape", "half"), [((2, 8, 9, 7), (2, 1, 3)), ((3, 11, 10), (1, 2))])
+def test_covering_sums_match_brute_force_in_value_and_gradient(shape, half):
+    """Per position, the sum of the values of the boxes that cover it (and its gradient) against a dense render."""
+    rng = np.random.default_rng(41)
+    n = 15
+    centre = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
+    image = torch.from_numpy(rng.integers(0, shape[0], n))
+    positions = torch.from_numpy(np.sort(rng.choice(int(np.prod(shape)), 40, replace=False)))
+    values = torch.rand(n, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor(half)
+    hi = torch.minimum((centre + h + 1).clamp(min=0), torch.tensor(shape[1:]))
+    lo = torch.minimum((centre - h).clamp(min=0), hi)
+    _, dense = render_boxes(lo, hi, image, shape, values=values)
+    expected = dense.reshape(-1)[positions]
+    got = covering_sums(values, centre, image, half, shape, positions)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.rand(40, dtype=torch.float64)
+    g1 = torch.autograd.grad((got * weights).sum(), values)[0]
+    g2 = torch.autograd.grad((expected * weights).sum(), values)[0]
+    assert torch.allclose(g1, g2, rtol=1e-12, atol=1e-12)

@@ -164,47 +164,58 @@ def _label(mask: Any, connectivity: int | None, backend: str, num_iterations: in
         raise ConfigError(f"`num_iterations` only applies to backend='maxpool', got backend={backend!r}")
     if backend == "auto":
         backend = "torch" if (is_torch and mask.device.type != "cpu") else "cc3d"
-
     if backend == "maxpool":
         if conn != spatial_dims:
             raise BackendError(
                 f"`connectivity` must be None or {spatial_dims} (full) for backend='maxpool' (the reference "
                 f"propagation uses a full 3x3(x3) window), got {connectivity}"
             )
-        from lossbench.cc.maxpool import label_maxpool
-
-        iters = 350 if num_iterations is None else num_iterations
-        if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-            raise ConfigError(f"`num_iterations` must be a non-negative int, got {num_iterations!r}")
-        t = mask if is_torch else torch.from_numpy(np.ascontiguousarray(mask))
-        labels, counts, converged = label_maxpool(t, int(iters))
-        if is_torch:
-            return CCResult(labels, counts, converged)
-        return CCResult(labels.numpy(), counts.numpy(), converged.numpy())
-
+        return _label_maxpool(mask, is_torch, num_iterations)
     if backend == "torch":
-        from lossbench.cc.torch_cc import label_torch
+        return _label_torch(mask, is_torch, conn)
+    return _label_cpu(mask, is_torch, conn, backend, native)
 
-        t = mask if is_torch else torch.from_numpy(np.ascontiguousarray(mask))
-        labels, counts = label_torch(t, conn)
-        if is_torch:
-            return CCResult(labels, counts)
-        return CCResult(labels.numpy(), counts.numpy())
 
-    # CPU reference backends work on numpy.
-    arr = mask.detach().cpu().numpy() if is_torch else mask
+def _as_tensor(mask: Any, is_torch: bool) -> torch.Tensor:
+    return mask if is_torch else torch.from_numpy(np.ascontiguousarray(mask))
+
+
+def _label_maxpool(mask: Any, is_torch: bool, num_iterations: int | None) -> CCResult:
+    """The public code's fixed-iteration max-pool propagation (full connectivity)."""
+    from lossbench.cc.maxpool import label_maxpool
+
+    iters = 350 if num_iterations is None else num_iterations
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+        raise ConfigError(f"`num_iterations` must be a non-negative int, got {num_iterations!r}")
+    labels, counts, converged = label_maxpool(_as_tensor(mask, is_torch), int(iters))
+    if is_torch:
+        return CCResult(labels, counts, converged)
+    return CCResult(labels.numpy(), counts.numpy(), converged.numpy())
+
+
+def _label_torch(mask: Any, is_torch: bool, conn: int) -> CCResult:
+    """The exact torch labelling (any device)."""
+    from lossbench.cc.torch_cc import label_torch
+
+    labels, counts = label_torch(_as_tensor(mask, is_torch), conn)
+    if is_torch:
+        return CCResult(labels, counts)
+    return CCResult(labels.numpy(), counts.numpy())
+
+
+def _label_cpu(mask: Any, is_torch: bool, conn: int, backend: str, native: bool) -> CCResult:
+    """The CPU reference backends (cc3d, scipy), which work on numpy; tensors come back on their device."""
     from lossbench.cc.cpu import label_cc3d, label_scipy
 
+    arr = mask.detach().cpu().numpy() if is_torch else mask
     if backend == "cc3d":
         labels_np, counts_np = label_cc3d(arr, conn, native=native)
     else:
         labels_np, counts_np = label_scipy(arr, conn)
     batch_numbered = native and backend == "cc3d"
-    if is_torch:
-        if labels_np.dtype.kind == "u" and (mask.device.type != "cpu" or not hasattr(torch, "uint32")):
-            labels_np = labels_np.astype(np.int64)  # torch < 2.3 has no uint16/32; CUDA kernels lack most of them
-        return CCResult(
-            torch.from_numpy(labels_np).to(mask.device), torch.from_numpy(counts_np).to(mask.device), None,
-            batch_numbered,
-        )  # fmt: skip
-    return CCResult(labels_np, counts_np, None, batch_numbered)
+    if not is_torch:
+        return CCResult(labels_np, counts_np, None, batch_numbered)
+    if labels_np.dtype.kind == "u" and (mask.device.type != "cpu" or not hasattr(torch, "uint32")):
+        labels_np = labels_np.astype(np.int64)  # torch < 2.3 has no uint16/32; CUDA kernels lack most of them
+    labels, counts = torch.from_numpy(labels_np).to(mask.device), torch.from_numpy(counts_np).to(mask.device)
+    return CCResult(labels, counts, None, batch_numbered)

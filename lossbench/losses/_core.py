@@ -178,6 +178,12 @@ def make_base_spec(base: str | dict[str, Any], *, owner: str = "base") -> BaseSp
                 "(activation options belong to the outer loss)." + suggest(key, list(allowed))
             )
     p = {**allowed, **params}
+    _check_base_values(p)
+    return _spec(name, p)
+
+
+def _check_base_values(p: dict[str, Any]) -> None:
+    """Check the values of a base's parameters (flags, non-negative numbers, alpha, w_type)."""
     for key in ("squared_pred", "jaccard", "batch"):
         if key in p:
             check_flag(key, p[key])
@@ -190,6 +196,10 @@ def make_base_spec(base: str | dict[str, Any], *, owner: str = "base") -> BaseSp
             raise expect("alpha", "None or a number in [0, 1]", repr(a))
     if "w_type" in p:
         check_choice("w_type", p["w_type"], ("square", "simple", "uniform"))
+
+
+def _spec(name: str, p: dict[str, Any]) -> BaseSpec:
+    """The :class:`BaseSpec` of baseline ``name`` with validated parameters ``p``."""
     common = {k: p[k] for k in ("smooth_nr", "smooth_dr", "batch") if k in p}
     if name == "dice":
         return BaseSpec(name, dice="dice", squared_pred=p["squared_pred"], jaccard=p["jaccard"], **common)
@@ -227,7 +237,7 @@ class Prepared:
         logits: the raw input for the kept channels when ``sigmoid=True`` (for numerically exact BCE/focal),
             else ``None``.
         target: float 0/1 target ``(B, C', *spatial)``.
-        target_mask: ``target == 1`` as a bool tensor of the same shape (left over from validating the target;
+        target_mask: ``target == 1`` as a bool tensor of the same shape (a by-product of validating the target;
             computed on first use when validation did not produce it), for the instance losses' labelling.
     """
 
@@ -300,6 +310,22 @@ def prepare(
         # thousands of voxels drift by several percent, and inverse-weighting weights up to 2e5 overflow float16).
         # The gradient flows back through the cast in the input's dtype.
         input = input.float()
+    _check_shapes(input, target, softmax=softmax, include_background=include_background, to_onehot_y=to_onehot_y)
+    _check_input_values(input, probabilities=not sigmoid and not softmax)
+    y, mask = _target(input, target, to_onehot_y)
+    logits = input if sigmoid else None
+    prob = torch.sigmoid(input) if sigmoid else torch.softmax(input, dim=1) if softmax else input
+    if not include_background:
+        prob, y = prob[:, 1:], y[:, 1:]
+        logits = logits[:, 1:] if logits is not None else None
+        mask = mask[:, 1:] if mask is not None else None
+    return Prepared(prob, logits, y, mask)
+
+
+def _check_shapes(
+    input: torch.Tensor, target: torch.Tensor, *, softmax: bool, include_background: bool, to_onehot_y: bool
+) -> None:
+    """Target shape against the input's; options that need more than one channel."""
     n_ch = input.shape[1]
     if to_onehot_y:
         if n_ch == 1:
@@ -315,50 +341,48 @@ def prepare(
         raise ShapeError("`softmax=True` needs more than one channel, got 1 channel (use sigmoid=True)")
     if not include_background and n_ch == 1:
         raise ShapeError("`include_background=False` needs more than one channel, got 1 channel")
+
+
+def _check_input_values(input: torch.Tensor, *, probabilities: bool) -> None:
+    """Finite values; values in [0, 1] when the input holds probabilities."""
     x = input.detach()
     # one cheap reduction first: a finite sum proves every value finite (the full test only runs otherwise)
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise DataError("`input` must be finite, got NaN or inf values")
-    if not sigmoid and not softmax and input.numel():
+    if probabilities and input.numel():
         lo, hi = (float(v) for v in torch.aminmax(x))
         if lo < 0 or hi > 1:
             raise DataError(
                 f"`input` must hold probabilities in [0, 1] when sigmoid=False and softmax=False, got values in "
                 f"[{lo:.4g}, {hi:.4g}]",
             )
+
+
+def _target(input: torch.Tensor, target: torch.Tensor, to_onehot_y: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The validated target in the input's dtype (one-hot with ``to_onehot_y``) and the ``target == 1`` mask.
+
+    The mask (the instance losses' labelling input) comes for free from the binary check of a floating target;
+    otherwise it is ``None`` and computed on first use.
+    """
     if target.is_complex():
         raise DataError(f"`target` must be real, got dtype {target.dtype}")
-    mask = None
+    n_ch = input.shape[1]
     if to_onehot_y:
         t = target.long()
         if not bool((t == target).all()) or (t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_ch)):
             raise DataError(f"`target` must hold class indices in 0..{n_ch - 1} with to_onehot_y=True")
-        y = F.one_hot(t[:, 0], n_ch).movedim(-1, 1).to(input.dtype)
+        return F.one_hot(t[:, 0], n_ch).movedim(-1, 1).to(input.dtype), None
+    mask = None
+    if target.dtype == torch.bool:
+        binary = True
+    elif not target.is_floating_point():
+        binary = not target.numel() or bool((torch.aminmax(target)[0] >= 0) & (torch.aminmax(target)[1] <= 1))
     else:
-        if target.dtype == torch.bool:
-            binary = True
-        elif not target.is_floating_point():
-            binary = not target.numel() or bool((torch.aminmax(target)[0] >= 0) & (torch.aminmax(target)[1] <= 1))
-        else:
-            # the comparison with 1 is the instance losses' target mask: kept (see Prepared.target_mask)
-            mask, binary = _binary_mask(target.detach())
-        if not binary:
-            vals = torch.unique(target.flatten())[:5].tolist()
-            raise DataError(f"`target` must be binary (0/1 or bool), got values including {vals}")
-        y = target.to(input.dtype)
-    logits = None
-    if sigmoid:
-        prob = torch.sigmoid(input)
-        logits = input
-    elif softmax:
-        prob = torch.softmax(input, dim=1)
-    else:
-        prob = input
-    if not include_background:
-        prob, y = prob[:, 1:], y[:, 1:]
-        logits = logits[:, 1:] if logits is not None else None
-        mask = mask[:, 1:] if mask is not None else None
-    return Prepared(prob, logits, y, mask)
+        mask, binary = _binary_mask(target.detach())
+    if not binary:
+        vals = torch.unique(target.flatten())[:5].tolist()
+        raise DataError(f"`target` must be binary (0/1 or bool), got values including {vals}")
+    return target.to(input.dtype), mask
 
 
 # ----------------------------------------------------------------------------------------------------------------

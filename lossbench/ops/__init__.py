@@ -20,10 +20,12 @@ from lossbench.ops.bitmaps import (
     union_bitmap,
 )
 from lossbench.ops.boxes import (
+    box_grid,
     box_sums,
     box_voxels,
     coverage_dtype,
     coverage_work_size,
+    covering_sums,
     cube_coverage,
     inverse_coverage_sums,
     window_sums,
@@ -54,7 +56,9 @@ __all__ = [
     "cube_coverage",
     "coverage_work_size",
     "coverage_dtype",
+    "box_grid",
     "box_sums",
+    "covering_sums",
     "inverse_coverage_sums",
     "row_words",
     "box_row_words",

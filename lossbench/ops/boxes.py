@@ -12,6 +12,7 @@ so that a box's window never leaves the buffer and no bounds checks are needed (
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,9 @@ __all__ = [
     "cube_coverage",
     "coverage_work_size",
     "coverage_dtype",
+    "box_grid",
     "box_sums",
+    "covering_sums",
     "inverse_coverage_sums",
     "INCIDENCE_LIMIT",
 ]
@@ -158,6 +161,7 @@ def cube_coverage(
     dtype: torch.dtype,
     *,
     work: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """How many boxes ``[centre - half, centre + half]`` (per axis, truncated at the border) cover every voxel.
 
@@ -176,6 +180,8 @@ def cube_coverage(
             ``torch.bool`` for the union of the boxes.
         work: optional flat buffer of ``dtype`` with at least ``2 * coverage_work_size(shape, half)`` entries,
             reused instead of fresh memory; the result then lives in it (valid until ``work`` is reused).
+        weights: optional ``(N,)`` values (floating ``dtype``): each voxel then holds the sum of the weights of
+            the boxes that cover it instead of their number.
 
     Returns:
         map of shape ``shape`` and dtype ``dtype``: a strided view into the padded work buffer (no copy), voxel
@@ -199,6 +205,8 @@ def cube_coverage(
     flat = image * math.prod(padded) + (j * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
     if dtype == torch.bool:
         hist[flat[inside]] = True
+    elif weights is not None:
+        hist.index_put_((flat[inside],), weights[inside].to(dtype), accumulate=True)
     else:
         hist.index_put_((flat[inside],), torch.ones((), dtype=dtype, device=dev), accumulate=True)
     cov = window_sums(hist, tuple(2 * h + 1 for h in half), strides, scratch=scratch).view(batch, *padded)
@@ -226,43 +234,108 @@ def coverage_dtype(centre: torch.Tensor, image: torch.Tensor, half: tuple[int, .
     return torch.uint8 if bound <= 255 else torch.int32
 
 
-def box_sums(values: torch.Tensor, centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...]) -> torch.Tensor:
-    """Per box, the sum of ``values`` over the box's voxels (truncated at the image border).
+def box_grid(shape: tuple[int, ...], half: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple:
+    """A zeroed grid for :func:`box_sums`: ``(grid, image view)``; write the values into the view, pass the grid.
 
-    ``values`` is ``(B, *spatial)``; box ``i`` covers ``|x_d - centre[i, d]| <= half_d``. The sums are the values
-    filtered by a ``(2 half + 1)``-wide window on every axis and read at the centres: O(voxels x sum(half)) adds,
-    whatever the number of boxes or their overlap, one image at a time (memory: two padded images). Each sum is
-    accumulated window by window in ``values``' dtype.
+    Along every axis voxel ``x`` sits at index ``x + half + 1`` of ``s + 2 half + 2`` entries, so that every box
+    (centre within one voxel of the image) lies inside the grid and its part outside the image reads zeros.
+    """
+    padded = (shape[0],) + tuple(s + 2 * h + 2 for s, h in zip(shape[1:], half))
+    grid = torch.zeros(padded, dtype=dtype, device=device)
+    inner = (slice(None),) + tuple(slice(h + 1, h + 1 + s) for s, h in zip(shape[1:], half))
+    return grid, grid[inner]
+
+
+def box_sums(grid: torch.Tensor, centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...]) -> torch.Tensor:
+    """Per box, the sum of the values of a :func:`box_grid` over the box's voxels (truncated at the image border).
+
+    Box ``i`` covers ``|x_d - centre[i, d]| <= half_d`` in image ``image[i]``; centres lie within one voxel of the
+    image (``-1 <= centre_d <= s_d``). Every axis but the first is filtered by a box-wide window in place (a prefix
+    sum along the axis and one difference: a few passes over the grid, whatever the number of boxes or their
+    overlap); each box then adds the ``2 half_0 + 1`` filtered values along the first axis. Prefix sums run along one
+    axis of one image at a time, so float64 values keep about 13 significant digits. ``grid`` is overwritten.
 
     Args:
-        values: ``(B, *spatial)`` floating tensor (detached).
-        centre: int64 ``(N, ndim)`` box centres, each within one voxel of the image (``-1 <= centre_d <= s_d``).
+        grid: ``(B, *padded)`` floating grid from :func:`box_grid`, holding the values.
+        centre: int64 ``(N, ndim)`` box centres.
         image: int64 ``(N,)`` image of every box.
         half: half width per axis.
 
     Returns:
-        ``(N,)`` sums in ``values``' dtype.
+        ``(N,)`` sums in the grid's dtype.
     """
-    spatial = tuple(values.shape[1:])
-    ndim = len(spatial)
-    dev = values.device
-    # voxel x at padded index x + h + 1: the window starting at index c + 1 covers voxels c - h .. c + h
-    padded = tuple(s + 2 * h + 2 for s, h in zip(spatial, half))
-    strides = tuple(math.prod(padded[d + 1 :]) for d in range(ndim))
-    inner = tuple(slice(h + 1, h + 1 + s) for s, h in zip(spatial, half))
-    out = torch.zeros(centre.shape[0], dtype=values.dtype, device=dev)
-    read = ((centre + 1) * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
-    buf = torch.zeros(math.prod(padded), dtype=values.dtype, device=dev)
-    scratch = torch.empty_like(buf)
-    for b in range(values.shape[0]):
-        here = flat_nonzero(image == b)
-        if here.numel() == 0:
-            continue
-        buf.zero_()
-        buf.view(padded)[inner] = values[b].detach()
-        sums = window_sums(buf, tuple(2 * h + 1 for h in half), strides, scratch=scratch)
-        out[here] = sums[read[here]]
-    return out
+    filtered = _window_filter(grid, half, axes=range(2, len(half) + 1))  # every spatial axis but the first
+    strides = torch.tensor(filtered.stride()[1:], dtype=torch.int64, device=grid.device)
+    start = image * filtered.stride()[0] + ((centre + 1) * strides).sum(1)  # window start: voxel c - h on each axis
+    first = torch.arange(2 * half[0] + 1, dtype=torch.int64, device=grid.device) * filtered.stride(1)
+    return take_flat(filtered, start[:, None] + first[None, :]).sum(1)
+
+
+def _window_filter(grid: torch.Tensor, half: tuple[int, ...], axes: Any) -> torch.Tensor:
+    """Forward window sums ``F(j) = sum_{k < 2 h + 1} grid(j + k)`` along the given axes of a :func:`box_grid`.
+
+    One in-place prefix sum along the axis and one difference per axis; ``grid`` is overwritten and the result is a
+    new tensor of its shape (positions whose window leaves the axis hold 0). The grid starts every axis with zeros,
+    so the prefix before index 0 is 0.
+    """
+    filtered = grid
+    for d in axes:
+        w = 2 * half[d - 1] + 1
+        n = filtered.shape[d]
+        filtered.cumsum_(d)
+        out = torch.empty_like(filtered)
+        out.narrow(d, 0, 1).copy_(filtered.narrow(d, w - 1, 1))
+        torch.sub(filtered.narrow(d, w, n - w), filtered.narrow(d, 0, n - w), out=out.narrow(d, 1, n - w))
+        out.narrow(d, n - w + 1, w - 1).zero_()
+        filtered = out
+    return filtered
+
+
+class _CoveringSums(torch.autograd.Function):
+    """Forward: per position, the sum of the values of the boxes that cover it. Backward: box sums of the gradient."""
+
+    @staticmethod
+    def forward(ctx, values, centre, image, half, shape, positions):  # noqa: ANN001, ANN205, D102
+        grid, _ = box_grid(shape, half, torch.float64, values.device)
+        padded = torch.tensor(grid.shape[1:], dtype=torch.int64, device=values.device)
+        h = torch.tensor(half, dtype=torch.int64, device=values.device)
+        at = centre + h + 1  # box_grid index of the centre voxel
+        inside = ((at >= 0) & (at < padded)).all(1)
+        strides = torch.tensor(grid.stride(), dtype=torch.int64, device=values.device)
+        flat = image * strides[0] + (at * strides[1:]).sum(1)
+        grid.view(-1).index_put_((flat[inside],), values.detach()[inside].to(torch.float64), accumulate=True)
+        filtered = _window_filter(grid, half, axes=range(1, len(half) + 1))
+        # the window starting at grid index v + 1 covers the centres v - h .. v + h
+        at_voxels = filtered[(slice(None),) + tuple(slice(1, s + 1) for s in shape[1:])]
+        ctx.save_for_backward(centre, image, positions)
+        ctx.half, ctx.shape, ctx.dtype = half, shape, values.dtype
+        return take_flat(at_voxels, positions).to(values.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205, D102
+        centre, image, positions = ctx.saved_tensors
+        grid, inner = box_grid(ctx.shape, ctx.half, torch.float64, grad.device)
+        spread = torch.zeros(math.prod(ctx.shape), dtype=torch.float64, device=grad.device)
+        inner.copy_(spread.index_add_(0, positions, grad.to(torch.float64)).view(ctx.shape))
+        return box_sums(grid, centre, image, ctx.half).to(ctx.dtype), None, None, None, None, None
+
+
+def covering_sums(
+    values: torch.Tensor,
+    centre: torch.Tensor,
+    image: torch.Tensor,
+    half: tuple[int, ...],
+    shape: tuple[int, ...],
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    """Per flat position, the sum of ``values`` over the boxes that cover it; differentiable w.r.t. ``values``.
+
+    Box ``i`` (value ``values[i]``) covers ``|x_d - centre[i, d]| <= half_d`` in image ``image[i]`` of a batch of
+    ``shape = (B, *spatial)``. Forward: the values' histogram at the centres filtered by a box-wide window
+    (:func:`cube_coverage` with weights); backward: :func:`box_sums` of the positions' gradients. O(voxels) both
+    ways, whatever the number of boxes; accumulated in float64.
+    """
+    return _CoveringSums.apply(values, centre, image, half, tuple(shape), positions)
 
 
 #: :func:`inverse_coverage_sums` lists (box, voxel) incidences while there are at most this many per image voxel,
@@ -299,10 +372,24 @@ def inverse_coverage_sums(
         return _incidence_sums(skip, count, centre, image, half, spatial)
     padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
     crop = (slice(None),) + tuple(slice(1, s + 1) for s in spatial)
-    cnt = count.view(n_img, *padded)[crop]
-    outside = ~skip.view(n_img, *padded)[crop] & (cnt > 0)
-    inverse = torch.where(outside, 1.0 / cnt.to(torch.float64).clamp(min=1), 0.0)
-    return box_sums(inverse, centre, image, half)
+    grid, inner = box_grid((n_img, *spatial), half, torch.float64, centre.device)
+    _inverse_outside(skip.view(n_img, *padded)[crop], count.view(n_img, *padded)[crop], inner)
+    return box_sums(grid, centre, image, half)
+
+
+def _inverse_outside(skip: torch.Tensor, count: torch.Tensor, out: torch.Tensor) -> None:
+    """Write ``1 / count`` where ``count > 0`` and not ``skip``, else 0, into the float64 view ``out``."""
+    if use_numpy(count):
+        c = count.numpy()
+        if c.dtype == np.uint8:  # one table lookup per voxel
+            inverse = np.take(np.concatenate([[0.0], 1.0 / np.arange(1, 256)]), c)
+        else:
+            inverse = np.divide(1.0, c, out=np.zeros(c.shape), where=c > 0)
+        np.putmask(inverse, skip.numpy(), 0.0)
+        out.copy_(torch.from_numpy(inverse))
+        return
+    out.copy_(count).reciprocal_()
+    out.masked_fill_(skip | (count == 0), 0.0)
 
 
 def _incidence_sums(

@@ -30,11 +30,13 @@ from lossbench.ops import (
     count_nonzero_rows,
     coverage_dtype,
     coverage_work_size,
+    covering_sums,
     cube_coverage,
     flat_nonzero,
     inverse_coverage_sums,
     popcount,
     row_words,
+    take_flat,
     union_bitmap,
     unique_sorted,
     use_numpy,
@@ -66,7 +68,10 @@ class CenterGeometry:
             ``1 / (number of prediction cubes covering the voxel)`` (float64; "weights").
         pred_only_image, pred_only_count: every prediction-cube voxel outside the label cubes: its image and the
             number of prediction cubes covering it ("voxels").
-        pred_only_cube, pred_only_voxel: its (cube, voxel) incidences, voxels numbered 0.. as above ("voxels").
+        pred_only_cube, pred_only_voxel: its (cube, voxel) incidences, voxels numbered 0.. as above ("voxels",
+            sparse algorithms).
+        pred_only_spread: the arguments of :func:`lossbench.ops.covering_sums` after the values (cube centers, their
+            images, half widths, batch shape, the voxels' positions) ("voxels", dense algorithm).
     """
 
     both: torch.Tensor
@@ -79,6 +84,15 @@ class CenterGeometry:
     pred_only_count: torch.Tensor | None = None
     pred_only_cube: torch.Tensor | None = None
     pred_only_voxel: torch.Tensor | None = None
+    pred_only_spread: tuple | None = None
+
+    def pred_only_average(self, mean_p: torch.Tensor) -> torch.Tensor:
+        """Per prediction-only voxel, the mean of ``mean_p`` over the prediction cubes covering it (differentiable)."""
+        count = self.pred_only_count.to(mean_p.dtype)
+        if self.pred_only_spread is not None:
+            return covering_sums(mean_p, *self.pred_only_spread) / count
+        total = mean_p.new_zeros(self.pred_only_image.numel())
+        return total.index_add(0, self.pred_only_voxel, mean_p[self.pred_only_cube]) / count
 
 
 def half_widths(spatial: tuple[int, ...], cube_size: int) -> tuple[int, ...]:
@@ -138,7 +152,7 @@ def center_geometry(
         before = torch.cat([lo.new_zeros(1), (hi - lo).clamp(min=0).prod(1).cumsum(0)])  # cube voxels before cube i
         label_voxels, cube_voxels = before[[n_lc, -1]].tolist()  # one host sync: it sizes buffers, picks the path
     dense = cube_voxels >= DENSE_CENTER_FRACTION["bitmap" if on_cpu else "listing"] * n_img * math.prod(spatial)
-    if dense and detail != "voxels":
+    if dense:
         half = half_widths(spatial, cube_size)
         return _dense_geometry(label_center - 1, label_image, pred_center - 1, pred_image, n_img, spatial, half, detail)
     if on_cpu:
@@ -308,7 +322,8 @@ def _dense_geometry(
 
     Centers here are the cubes' own centers (``ceil(mean) - 1``). Only the unions are materialised for "counts"; for
     "weights" the prediction cubes' coverage counts too, from which each cube's weight is summed
-    (:func:`lossbench.ops.inverse_coverage_sums`).
+    (:func:`lossbench.ops.inverse_coverage_sums`); for "voxels" every prediction-only voxel with its count, whose
+    average over the covering cubes is then a filter of the whole volume (:func:`lossbench.ops.covering_sums`).
     """
     dev = label_center.device
     shape = (n_img, *spatial)
@@ -333,6 +348,12 @@ def _dense_geometry(
         return geom
     geom.label_only_pos = flat_nonzero(in_label ^ both).to(dev)
     geom.label_only_image = torch.div(geom.label_only_pos, math.prod(spatial), rounding_mode="floor")
+    if detail == "voxels":
+        pos = flat_nonzero((count > 0) & ~in_label)
+        geom.pred_only_image = torch.div(pos, math.prod(spatial), rounding_mode="floor")
+        geom.pred_only_count = take_flat(count.contiguous(), pos).to(torch.int64)
+        geom.pred_only_spread = (pred_center, pred_image, half, shape, pos)
+        return geom
     # the padded grids behind the coverage views: the half of each work buffer that holds the result
     skip = work_label[:size] if in_label.storage_offset() < size else work_label[size:]
     counts = work_pred[:size] if count.storage_offset() < size else work_pred[size:]

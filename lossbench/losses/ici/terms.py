@@ -172,69 +172,79 @@ class _Slots:
 def linear_terms(cfg: ICIConfig, prep: Prepared, st: InstanceStructure, want: set[str]) -> _Values:
     """Per-entry term values for a base linear in the probabilities (Dice type without ``squared_pred``).
 
-    Stage 1 gathers the probabilities once and sums them into slots: per pair (shared voxels), per prediction
-    component (all its voxels; its background voxels, as ``p * stopgrad(p)`` for "remove_detached"), per image (its
-    label voxels, for the global Dice; its label-cube voxels outside every prediction cube). Stage 2 sums slots into
-    each instance's ``I`` and ``P`` over the pair table (as ``tp_mode`` says), each image's prediction-cube mass
-    outside the label cubes (``sum_b mean_b * w_b``) and DICI's per-component ``I``. The base loss then runs on
-    these sums.
+    Stage 1 (:func:`_slot_sums`) gathers the probabilities once and sums them into slots; stage 2
+    (:func:`_instance_sums`) sums slots into each instance's ``I`` and ``P`` over the pair table, each image's
+    prediction-cube mass outside the label cubes and DICI's per-component ``I``. The base loss then runs on these.
     """
     spec = cfg.base
-    pairs, geom = st.pairs, st.geometry
+    geom = st.geometry
     trainable = geom is not None and cfg.center_mode == "trainable"
-    instance, predicted = "instance" in want, "predicted" in want
     fused = "global" in want and spec.dice == "dice" and not spec.batch  # global sums from the same gather
-    slots = _Slots()
-    n_pairs = pairs.label.numel() if pairs is not None else 0
-    pair0 = slots.add("pair", n_pairs)
-    comp0 = slots.add("component", st.n_pred)
-    bg0 = slots.add("background", st.n_pred if instance and cfg.tp_mode != "keep" else 0)
-    glob0 = slots.add("global", st.n_img if fused else 0)
-    lonly0 = slots.add("label_only", st.n_img if trainable else 0)
-    if pairs is not None or trainable:
-        slots.feed(st.pred_pos, comp0 - 1 + st.pred_ids)
-    if pairs is not None:
-        if instance and cfg.tp_mode != "keep":  # shared voxels per pair, the others per component background
-            second = bg0 - 1 + st.pred_ids
-            second.masked_scatter_(pairs.shared, pair0 + pairs.shared_pair)
-            slots.feed(st.pred_pos, second)
-        else:  # only the shared voxels, per pair
-            slots.feed(st.pred_pos[pairs.shared], pair0 + pairs.shared_pair)
-    if trainable:
-        slots.feed(geom.label_only_pos, lonly0 + geom.label_only_image)
-    if fused:
-        slots.feed(st.label_pos, glob0 + torch.div(st.label_pos, st.n_vox, rounding_mode="floor"))
-    read = torch.cat(slots.reads)
-    psum, p_read = sum_and_gather(prep, read) if fused else (None, prep.prob.reshape(-1).index_select(0, read))
-    if bg0 < glob0 and cfg.tp_mode == "remove_detached":  # background voxels enter as p * stopgrad(p)
-        first = st.pred_pos.numel()
-        factor = torch.ones_like(p_read)
-        bg = first + flat_nonzero(~pairs.shared)
-        factor[bg] = p_read.detach()[bg]
-        p_read = p_read * factor
-    sums = p_read.new_zeros(slots.size).index_add(0, torch.cat(slots.slots), p_read)
+    slots, sums, p_read, psum = _slot_sums(cfg, prep, st, want, trainable=trainable, fused=fused)
     acc = _instance_sums(cfg, st, slots, sums, want, trainable)
-
     out = _Values()
     if fused:
-        ground = torch.bincount(slots.slots[-1] - glob0, minlength=st.n_img).to(p_read.dtype)
+        ground = torch.bincount(slots.slots[-1] - slots.start["global"], minlength=st.n_img).to(sums.dtype)
         out.global_ = dice_from_sums(spec, slots.view(sums, "global", st.n_img), psum, ground).mean()
     elif "global" in want:
         out.global_ = baseline_terms(spec, prep)["total"]
-    if instance:
+    if "instance" in want:
         out.instance = entry_loss(spec, acc["inter_n"], acc["pred_n"], st.label_size[1:], None, st.n_vox)
-    if geom is not None:
-        if trainable:
-            inter = geom.both.to(sums.dtype) + slots.view(sums, "label_only", st.n_img)
-            pred = inter + acc["mass"]
-            out.center = entry_loss(spec, inter, pred, geom.label.to(sums.dtype), None, st.n_vox).mean()
-        else:
-            out.center = _reference_center(cfg, geom, p_read, st.n_vox)
-    if predicted:
+    if trainable:
+        inter = geom.both.to(sums.dtype) + slots.view(sums, "label_only", st.n_img)
+        pred = inter + acc["mass"]
+        out.center = entry_loss(spec, inter, pred, geom.label.to(sums.dtype), None, st.n_vox).mean()
+    elif geom is not None:
+        out.center = _reference_center(cfg, geom, p_read, st.n_vox)
+    if "predicted" in want:
+        pairs = st.pairs
         ground_m = sums.new_zeros(st.n_pred + 1).index_add(0, pairs.pred, st.label_size[pairs.label])[1:]
         pred_m = slots.view(sums, "component", st.n_pred)
         out.predicted = entry_loss(spec, acc["inter_m"], pred_m, ground_m, None, st.n_vox)
     return out
+
+
+def _slot_sums(
+    cfg: ICIConfig, prep: Prepared, st: InstanceStructure, want: set[str], *, trainable: bool, fused: bool
+) -> tuple[_Slots, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stage 1: one gather of the probabilities, summed into named slots with one ``index_add``.
+
+    Slots: per pair (shared voxels), per prediction component (all its voxels), per component background (its
+    voxels outside every label instance, as ``p * stopgrad(p)`` for "remove_detached"), per image (its label voxels
+    for the global Dice; its label-cube voxels outside every prediction cube). Returns the slots, their sums, the
+    gathered probabilities and, when the global term is fused in, the per-image ``sum(p)``.
+    """
+    pairs, geom = st.pairs, st.geometry
+    set_difference = "instance" in want and cfg.tp_mode != "keep"
+    slots = _Slots()
+    pair0 = slots.add("pair", pairs.label.numel() if pairs is not None else 0)
+    comp0 = slots.add("component", st.n_pred)
+    bg0 = slots.add("background", st.n_pred if set_difference else 0)
+    glob0 = slots.add("global", st.n_img if fused else 0)
+    lonly0 = slots.add("label_only", st.n_img if trainable else 0)
+    if pairs is not None or trainable:
+        slots.feed(st.pred_pos, comp0 - 1 + st.pred_ids)
+    if set_difference:  # shared voxels per pair, the others per component background
+        second = bg0 - 1 + st.pred_ids
+        second.masked_scatter_(pairs.shared, pair0 + pairs.shared_pair)
+        slots.feed(st.pred_pos, second)
+    elif pairs is not None:  # only the shared voxels, per pair
+        slots.feed(st.pred_pos[pairs.shared], pair0 + pairs.shared_pair)
+    if trainable:
+        slots.feed(geom.label_only_pos, lonly0 + geom.label_only_image)
+    if fused:
+        slots.feed(st.label_pos, glob0 + torch.div(st.label_pos, st.n_vox, rounding_mode="floor"))
+    if not slots.reads:  # only the reference center: nothing to gather, the gather keeps the graph
+        slots.feed(st.label_pos[:0], st.label_pos[:0])
+    read = torch.cat(slots.reads)
+    psum, p_read = sum_and_gather(prep, read) if fused else (None, prep.prob.reshape(-1).index_select(0, read))
+    if set_difference and cfg.tp_mode == "remove_detached" and st.n_pred:  # background enters as p * stopgrad(p)
+        factor = torch.ones_like(p_read)
+        bg = st.pred_pos.numel() + flat_nonzero(~pairs.shared)
+        factor[bg] = p_read.detach()[bg]
+        p_read = p_read * factor
+    sums = p_read.new_zeros(slots.size).index_add(0, torch.cat(slots.slots), p_read)
+    return slots, sums, p_read, psum
 
 
 def _instance_sums(
@@ -329,8 +339,7 @@ def center_value(
     if geom.pred_cube_weight is not None:  # linear base: the prediction-only voxels' mass through the cube weights
         pred_sum = pred_sum + per_image(pred_image, mean_p * geom.pred_cube_weight.to(dt))
     else:
-        avg = p_label_only.new_zeros(geom.pred_only_image.numel())
-        avg = avg.index_add(0, geom.pred_only_voxel, mean_p[geom.pred_only_cube]) / geom.pred_only_count.to(dt)
+        avg = geom.pred_only_average(mean_p)
         pred_sum = pred_sum + per_image(geom.pred_only_image, pred_stat(spec, avg))
         if spec.elem is not None:
             f11 = elementwise(spec, p_label_only.new_ones(1), 1.0)[0]
