@@ -57,6 +57,7 @@ except ImportError as _exc:
         cls=MissingExtraError,
     ) from _exc
 
+
 class nnUNetTrainer_Lossbench(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
     """nnU-Net's trainer with a lossbench loss; this generic one reads it from ``LOSSBENCH_NNUNET_LOSS``.
 

@@ -226,9 +226,7 @@ class NnUNetLoss(nn.Module):
         return torch.where(ignored, background, output), target
 
 
-def build_nnunet_loss(
-    config: str | Mapping[str, Any], *, regions: bool, ignore_label: int | None = None
-) -> NnUNetLoss:
+def build_nnunet_loss(config: str | Mapping[str, Any], *, regions: bool, ignore_label: int | None = None) -> NnUNetLoss:
     """Build the lossbench loss ``config`` for nnU-Net's outputs at one scale.
 
     Args:
