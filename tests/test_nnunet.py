@@ -11,6 +11,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -246,11 +247,16 @@ def test_lossbench_imports_without_nnunetv2_and_the_trainers_name_the_extra():
         "    import lossbench.integrations.nnunet\n"
         "except MissingExtraError as exc:\n"
         "    print('MISSING', exc)\n"
+        "print('CLI', lossbench.cli.main(['nnunet', 'install']), lossbench.cli.main(['nnunet', 'uninstall']))\n"
     )
     res = _run_python(code)
     assert res.returncode == 0, res.stderr
     assert "MISSING `nnunetv2` must be installed" in res.stdout
     assert "pip install 'lossbench[nnunet]'" in res.stdout
+    assert "CLI 2 2" in res.stdout
+    errors = res.stderr.splitlines()
+    assert len(errors) == 2 and all(line.startswith("lossbench nnunet: error: `nnunetv2` must be") for line in errors)
+    assert all("pip install 'lossbench[nnunet]'" in line for line in errors)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -538,9 +544,10 @@ def test_installed_module_exposes_the_trainers_and_survives_a_removed_lossbench(
 DATASET_ID, DATASET = 501, "Dataset501_LossbenchTiny"
 SIZE = 32  # the planner takes the whole 32^3 image as the patch (asserted below)
 VAL_CASE = "case_000"
+N_CASES = 4  # 3 training cases and the validation case
 
 
-def _write_raw_dataset(raw: Path, n_cases: int = 6) -> None:
+def _write_raw_dataset(raw: Path, n_cases: int = N_CASES) -> None:
     """nnU-Net's raw format: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz, dataset.json.
 
     Labels hold balls of radius 1-4 (several instances of different sizes per case); the image is label + noise
@@ -570,8 +577,11 @@ def _write_raw_dataset(raw: Path, n_cases: int = 6) -> None:
 
 
 def _nnunet(command: str, *args: str, env: dict[str, str]) -> None:
+    """Run one of nnU-Net's console scripts (installed next to this Python) and fail with its output."""
     exe = Path(sys.executable).parent / command
-    res = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=300)
+    exe = str(exe) if exe.exists() else shutil.which(command)
+    assert exe is not None, f"nnU-Net's console script {command} is not installed next to {sys.executable}"
+    res = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"{command} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
 
 
@@ -631,7 +641,7 @@ def test_nnunet_trains_with_a_lossbench_trainer_and_logs_lossbench_loss(tmp_path
         plans = json.loads((pre / DATASET / "nnUNetPlans.json").read_text())["configurations"]["3d_fullres"]
         assert plans["patch_size"] == [SIZE] * 3 and plans["batch_size"] == 2
         assert plans["architecture"]["arch_kwargs"]["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 3
-        cases = [f"case_{i:03d}" for i in range(6)]
+        cases = [f"case_{i:03d}" for i in range(N_CASES)]
         split = [{"train": [c for c in cases if c != VAL_CASE], "val": [VAL_CASE]}]
         (pre / DATASET / "splits_final.json").write_text(json.dumps(split))
         # nnUNet_n_proc_DA=0 loads batches in the main process; the planner cannot take it (torch threads = 0)

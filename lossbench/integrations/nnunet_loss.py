@@ -27,6 +27,7 @@ network's output dtype.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -66,6 +67,13 @@ ACTIVATION_KEYS = ("sigmoid", "softmax", "include_background", "to_onehot_y")
 
 # A logit gap this large saturates float32 softmax and sigmoid exactly: exp(-1e4) is 0 in float32.
 _SATURATED = 1.0e4
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off on the devices where nnU-Net or a user may switch it on (CUDA, CPU)."""
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def nnunet_activation(regions: bool) -> dict[str, bool]:
@@ -208,7 +216,7 @@ class NnUNetLoss(nn.Module):
         if output.dtype in (torch.float16, torch.bfloat16):
             output = output.float()
         output, target = self._mask_ignored(output, target)
-        with torch.autocast(output.device.type, enabled=False):
+        with _autocast_off(output.device.type):
             return self.loss(output, target)
 
     def _mask_ignored(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
