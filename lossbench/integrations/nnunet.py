@@ -58,7 +58,7 @@ except ImportError as _exc:
     ) from _exc
 
 
-class nnUNetTrainer_Lossbench(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
+class nnUNetTrainer_Lossbench(nnUNetTrainer):
     """nnU-Net's trainer with a lossbench loss; this generic one reads it from ``LOSSBENCH_NNUNET_LOSS``.
 
     The variable holds a registry name (``ici``) or a JSON object (``{"name": "ici", "a": 0.25, "b": 0.5,
@@ -101,25 +101,25 @@ class nnUNetTrainer_Lossbench(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
         return loss
 
 
-class nnUNetTrainer_Blob(nnUNetTrainer_Lossbench):  # noqa: N801
+class nnUNetTrainer_Blob(nnUNetTrainer_Lossbench):
     """Blob loss (Kofler et al. 2022) with the registry's defaults."""
 
     lossbench_loss = "blob"
 
 
-class nnUNetTrainer_InverseWeighting(nnUNetTrainer_Lossbench):  # noqa: N801
+class nnUNetTrainer_InverseWeighting(nnUNetTrainer_Lossbench):
     """Inverse weighting (Shirokikh et al. 2020) with the registry's defaults."""
 
     lossbench_loss = "inverse_weighting"
 
 
-class nnUNetTrainer_ICI(nnUNetTrainer_Lossbench):  # noqa: N801
+class nnUNetTrainer_ICI(nnUNetTrainer_Lossbench):
     """ICI loss (Eq. 1) as the public code computes it (the registry's defaults)."""
 
     lossbench_loss = "ici"
 
 
-class nnUNetTrainer_DICI(nnUNetTrainer_Lossbench):  # noqa: N801
+class nnUNetTrainer_DICI(nnUNetTrainer_Lossbench):
     """DICI loss (Eq. 6) as the public code computes it (the registry's defaults)."""
 
     lossbench_loss = "dici"
