@@ -39,7 +39,7 @@ SOFTMAX = {"softmax": True, "to_onehot_y": True, "include_background": False}
 
 
 def _blobs(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """A binary (1, *shape) mask of a few small separated cubes (several instances per image)."""
+    """A binary (1, *shape) mask of three small cubes at random places (usually several instances)."""
     g = torch.Generator().manual_seed(seed)
     m = torch.zeros(shape, dtype=torch.bool)
     for _ in range(3):
