@@ -123,6 +123,19 @@ def _cmd_losses(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nnunet(ns: argparse.Namespace) -> int:
+    from lossbench.integrations.nnunet_install import install, uninstall
+
+    result = (install if ns.action == "install" else uninstall)(ns.folder)
+    print(result.message())
+    if ns.action == "install":
+        from lossbench.integrations.nnunet import TRAINERS
+
+        print(f"trainers: {', '.join(TRAINERS)}")
+        print("train with: nnUNetv2_train DATASET CONFIGURATION FOLD -tr nnUNetTrainer_ICI")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     p = argparse.ArgumentParser(
@@ -184,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("losses", help="list the registered losses with parameters and defaults")
     lo.set_defaults(func=_cmd_losses)
+
+    nn = sub.add_parser("nnunet", help="make lossbench's nnU-Net v2 trainers visible to nnUNetv2_train (extra nnunet)")
+    nn.add_argument(
+        "action", choices=["install", "uninstall"], help="write or remove the importing module in nnU-Net's trainers"
+    )
+    nn.add_argument("--folder", type=Path, default=None, help="nnU-Net's trainer folder (default: the installed one)")
+    nn.set_defaults(func=_cmd_nnunet)
     return p
 
 
