@@ -28,7 +28,7 @@ import torch
 
 from lossbench.errors import DataError, ShapeError, expect
 
-__all__ = ["VoronoiResult", "voronoi_components", "voronoi_regions", "check_spacing"]
+__all__ = ["VoronoiResult", "voronoi_components", "voronoi_regions", "image_regions", "check_spacing"]
 
 
 @dataclass(frozen=True)
