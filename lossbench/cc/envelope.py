@@ -149,16 +149,17 @@ def _first_pass(labels, f, lab, lines, n, w):  # pragma: no cover - compiled
                     lab[base + i] = other
 
 
-def nearest_sites(labels: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
+def nearest_sites(labels: np.ndarray, weights: tuple[float, ...], out: np.ndarray | None = None) -> np.ndarray:
     """Smallest label among the nearest labelled voxels, at every voxel of one image (int32, ``labels``' shape).
 
     Args:
-        labels: C-contiguous integer array ``(*spatial)``, 0 = no site; at least one site.
+        labels: C-contiguous integer array ``(*spatial)``, 0 = no site; at least one site; labels below 2^31.
         weights: squared voxel spacing per axis.
+        out: optional C-contiguous int32 array of ``labels``' shape to write the result into.
     """
     shape = labels.shape
     f = np.empty(shape, dtype=np.float64)
-    lab = np.empty(shape, dtype=np.int32)
+    lab = np.empty(shape, dtype=np.int32) if out is None else out
     n = shape[-1]
     _first_pass(labels.reshape(-1), f.reshape(-1), lab.reshape(-1), labels.size // max(n, 1), n, float(weights[-1]))
     for axis in reversed(range(labels.ndim - 1)):

@@ -93,17 +93,52 @@ def voronoi_components(
     Raises:
         ShapeError, DataError, ConfigError: as :func:`lossbench.cc.label_components`; bad ``spacing``.
     """
-    from lossbench.cc.api import label_components
+    from lossbench.cc.api import _validate_mask, resolve_connectivity
 
-    is_torch = isinstance(mask, torch.Tensor)
-    if isinstance(mask, np.ndarray | torch.Tensor) and mask.ndim in (3, 4):
-        check_spacing(spacing, mask.ndim - 1)  # before any work
-    arr = mask.detach().cpu() if is_torch else mask
-    cc = label_components(arr, connectivity=connectivity, backend="cc3d")
-    labels = cc.labels.numpy() if is_torch else cc.labels
-    counts = cc.counts.numpy() if is_torch else cc.counts
-    regions = _regions_numpy(labels, counts, check_spacing(spacing, labels.ndim - 1))
-    return _wrap(regions, counts, mask if is_torch else None)
+    mask, is_torch = _validate_mask(mask)
+    conn = resolve_connectivity(connectivity, mask.ndim - 1)
+    sp = check_spacing(spacing, mask.ndim - 1)
+    arr = mask.detach().cpu().numpy() if is_torch else np.asarray(mask)
+    regions, counts = batch_regions(arr != 0, conn, sp)
+    out = regions.astype(np.int64)
+    first = np.cumsum(counts) - counts
+    for b in np.flatnonzero((first > 0) & (counts > 0)):  # per-image numbering
+        out[b] -= first[b]
+    return _wrap(out, counts, mask if is_torch else None)
+
+
+def batch_regions(
+    mask: np.ndarray, connectivity: int, spacing: tuple[float, ...] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Region ids numbered over a whole batch, for callers that sum over regions of several images at once.
+
+    Args:
+        mask: bool ``(B, *spatial)``.
+        connectivity: resolved connectivity in orthogonal hops.
+        spacing: validated spacing or ``None``.
+
+    Returns:
+        ``(regions, counts)``: int32 ``(B, *spatial)`` where image b's regions are ``offset_b + 1 .. offset_b +
+        counts[b]`` (``offset_b`` = components of the earlier images) and an image without components holds 0;
+        int64 ``(B,)`` components per image.
+    """
+    from lossbench.cc.api import label_batch
+    from lossbench.cc.envelope import nearest_sites
+
+    cc = label_batch(mask, connectivity=connectivity, backend="cc3d")
+    counts = np.asarray(cc.counts, dtype=np.int64)
+    offsets = np.cumsum(counts) - counts
+    weights = tuple(1.0 for _ in mask.shape[1:]) if spacing is None else tuple(s * s for s in spacing)
+    out = np.empty(mask.shape, dtype=np.int32)
+    for b in range(mask.shape[0]):
+        n = int(counts[b])
+        if n <= 1:  # no component: 0; one component: one region, no distance transform
+            out[b] = offsets[b] + 1 if n else 0
+            continue
+        nearest_sites(np.ascontiguousarray(cc.labels[b]), weights, out=out[b])
+        if not cc.batch_numbered and offsets[b]:
+            out[b] += offsets[b]
+    return out, counts
 
 
 def voronoi_regions(labels: Any, *, spacing: Sequence[float] | None = None) -> VoronoiResult:
