@@ -14,7 +14,8 @@ one pass over the volume, ``dS/dx = p (1 - p)`` and ``dE/dx = p`` from logits, `
 
 On the CPU the two passes are numba loops reading the int32 region ids as they are, one run of equal ids at a time
 (regions are long runs along the contiguous axis: a plain vectorised sum per run, one read of the region's gradient
-per run); elsewhere they are ``index_add`` and a gather over int64 ids (set :data:`lossbench.instances.NUMPY_ON_CPU` to False to run that path on the CPU).
+per run); elsewhere they are ``index_add`` and a gather over int64 ids (set
+:data:`lossbench.instances.NUMPY_ON_CPU` to False to run that path on the CPU).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from lossbench.cc.api import resolve_connectivity
 from lossbench.cc.voronoi import batch_regions
 from lossbench.instances import flat_nonzero, take_flat
 from lossbench.losses._core import BaseSpec, Prepared, check_nonneg, dice_from_sums, elementwise
-from lossbench.losses._regions import region_sums
 from lossbench.losses._module import TermLoss
+from lossbench.losses._regions import region_sums
 from lossbench.losses.baselines import ActivationConfig
 
 __all__ = ["CCDiceLoss", "CCDiceCELoss", "cc_dice_terms", "cc_dice_loss", "cc_dicece_loss"]
