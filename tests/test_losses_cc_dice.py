@@ -224,3 +224,22 @@ def test_bad_options_specific_to_dicece_and_inputs():
         build_loss("cc_dice", connectivity=3, sigmoid=True)(x, y)  # 3 hops in a 2D image
     with pytest.raises(ShapeError):
         build_loss("cc_dice", sigmoid=True)(x, y[..., :5])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "name, kw", [("cc_dice", {"sigmoid": True}), ("cc_dicece", {"sigmoid": True}), ("cc_dicece", {})]
+)
+def test_cuda_equals_cpu(name, kw):
+    x, y = random_case(7, (3, 2, 10, 11, 12), density=0.03)
+    if not kw:
+        x = torch.sigmoid(x)
+    loss = build_loss(name, **kw)
+    a = x.clone().requires_grad_(True)
+    b = x.cuda().requires_grad_(True)
+    va, vb = loss(a, y), loss(b, y.cuda())
+    va.backward()
+    vb.backward()
+    torch.testing.assert_close(vb.cpu(), va, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-8, atol=1e-12)

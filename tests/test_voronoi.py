@@ -186,3 +186,33 @@ def test_labels_need_not_be_contiguous_and_any_integer_dtype():
 def test_bad_input(call, exc, fragment):
     with pytest.raises(exc, match=fragment):
         call()
+
+
+def test_batch_regions_number_over_the_batch():
+    from lossbench.cc.voronoi import batch_regions
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((4, 7, 9, 8)) < 0.03
+    mask[1] = False
+    mask[2] = False
+    mask[2, 3, 3, 3] = True  # one component: one region
+    regions, counts = batch_regions(mask, 3, None)
+    per_image = voronoi_components(mask)
+    assert regions.dtype == np.int32
+    np.testing.assert_array_equal(counts, per_image.counts)
+    offsets = np.cumsum(counts) - counts
+    for b in range(4):
+        want = per_image.regions[b] + (offsets[b] if counts[b] else 0)
+        np.testing.assert_array_equal(regions[b], want)
+    assert (regions[1] == 0).all() and (regions[2] == offsets[2] + 1).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensor_regions_equal_cpu():
+    rng = np.random.default_rng(6)
+    mask = torch.from_numpy(rng.random((2, 20, 21, 22)) < 0.01)
+    cpu = voronoi_components(mask, connectivity=1)
+    gpu = voronoi_components(mask.cuda(), connectivity=1)
+    assert gpu.regions.device.type == "cuda"
+    assert torch.equal(gpu.regions.cpu(), cpu.regions) and torch.equal(gpu.counts.cpu(), cpu.counts)
