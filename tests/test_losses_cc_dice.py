@@ -166,7 +166,7 @@ def test_empty_label_batch_is_differentiable():
     x = torch.randn(2, 1, 6, 6, dtype=torch.float64, requires_grad=True)
     y = torch.zeros(2, 1, 6, 6, dtype=torch.float64)
     t = build_loss("cc_dicece", sigmoid=True).terms(x, y)
-    assert float(t["dice"]) == 1.0 and t["dice"].requires_grad and t["total"].requires_grad
+    assert t["dice"].item() == 1.0 and t["dice"].requires_grad and t["total"].requires_grad
     t["total"].backward()
     torch.testing.assert_close(x.grad, torch.sigmoid(x.detach()) / 72)  # d mean BCE(x, 0) / dx, dice adds nothing
     x.grad = None

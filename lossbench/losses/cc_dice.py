@@ -63,6 +63,7 @@ def _regions(prep: Prepared, connectivity: int) -> tuple[torch.Tensor, torch.Ten
 def _cc_terms(
     prep: Prepared, connectivity: int | None, dice: BaseSpec, lambda_ce: float | None
 ) -> dict[str, torch.Tensor]:
+    """The terms ("dice", with ``lambda_ce`` also "ce", and "total") of a prepared batch (module docstring)."""
     p = prep.prob
     n_img = p.shape[0] * p.shape[1]
     conn = resolve_connectivity(connectivity, p.ndim - 2)
