@@ -53,13 +53,16 @@ def outside_per_region(match: InstanceMatch, spacing: Sequence[float] | None = N
     one = match.n_target[image] == 1
     region[one] = first_id[image[one]]
     sites = match.fg_target > 0
-    site_image = match.fg_pos[sites] // per_image
+    site_pos, site_ids = match.fg_pos[sites], match.fg_target[sites]
+    site_image = site_pos // per_image
+    # positions ascend, so every subject's voxels are one slice of each array
+    images = np.arange(match.batch_size + 1)
+    q_at, s_at = np.searchsorted(image, images), np.searchsorted(site_image, images)
     for b in np.unique(image[match.n_target[image] >= 2]):
-        q = image == b
-        s = site_image == b
-        coords = np.stack(np.unravel_index(match.fg_pos[sites][s] % per_image, match.spatial_shape), 1)
+        q, s = slice(q_at[b], q_at[b + 1]), slice(s_at[b], s_at[b + 1])
+        coords = np.stack(np.unravel_index(site_pos[s] % per_image, match.spatial_shape), 1)
         query = np.stack(np.unravel_index(outside[q] % per_image, match.spatial_shape), 1)
-        region[q] = regions_at(coords, match.fg_target[sites][s], query, sp)
+        region[q] = regions_at(coords, site_ids[s], query, sp)
     return np.bincount(region, minlength=n_t + 1)[1:]
 
 
