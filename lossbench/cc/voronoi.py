@@ -9,8 +9,8 @@ Ties: a voxel at the same distance from several components gets the **smallest**
 whose first voxel comes first in raster order). It is the order the original CC-Metrics code produced (it ran one
 distance transform per component and replaced an assignment only on a strictly smaller distance); distance
 transforms with indices (``scipy.ndimage.distance_transform_edt``) pick one of the tied components in their own
-way. Ties are decided exactly for unit or integer ``spacing``; with fractional spacing the distances are compared
-in float64.
+way. Ties are decided exactly when squared distances are exact in float64 (unit, integer or binary-fraction
+``spacing`` such as 0.5); with other spacings they are compared in float64.
 
 Algorithm: the separable exact feature transform, one lower envelope of parabolas per line and axis, carrying
 component ids (:mod:`lossbench.cc.envelope`; O(voxels) per axis, compiled with numba, CPU). An image with one
@@ -28,7 +28,14 @@ import torch
 
 from lossbench.errors import DataError, ShapeError, expect
 
-__all__ = ["VoronoiResult", "voronoi_components", "voronoi_regions", "image_regions", "check_spacing"]
+__all__ = [
+    "VoronoiResult",
+    "voronoi_components",
+    "voronoi_regions",
+    "batch_regions",
+    "image_regions",
+    "check_spacing",
+]
 
 
 @dataclass(frozen=True)
