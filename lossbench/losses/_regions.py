@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,64 +29,6 @@ import torch.nn.functional as F
 from lossbench.instances import numpy_ok
 
 __all__ = ["region_sums"]
-
-
-@numba.njit(cache=True, nogil=True)
-def _run_end(row, v, n):  # pragma: no cover - compiled
-    """End of the run of equal region ids starting at ``v`` (regions are long runs along the contiguous axis)."""
-    r = row[v]
-    end = v + 1
-    while end < n and row[end] == r:
-        end += 1
-    return end
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _sums(regions, base, p, e, n_reg, with_e):  # pragma: no cover - compiled
-    n_img, n_vox = regions.shape
-    s = np.zeros(n_reg)
-    es = np.zeros(n_reg)
-    count = np.zeros(n_reg, dtype=np.int64)
-    for i in range(n_img):
-        row = regions[i]
-        v = 0
-        while v < n_vox:
-            end = _run_end(row, v, n_vox)
-            k = base[i] + row[v]
-            acc = 0.0
-            for u in range(v, end):  # reassociated: a vectorised sum
-                acc += p[i, u]
-            s[k] += acc
-            if with_e:
-                acc = 0.0
-                for u in range(v, end):
-                    acc += e[i, u]
-                es[k] += acc
-                count[k] += end - v
-            v = end
-    return s, es, count
-
-
-@numba.njit(cache=True, nogil=True)
-def _grad(regions, base, p, g_s, g_e, logits, out):  # pragma: no cover - compiled
-    n_img, n_vox = regions.shape
-    for i in range(n_img):
-        row = regions[i]
-        v = 0
-        while v < n_vox:
-            end = _run_end(row, v, n_vox)
-            k = base[i] + row[v]
-            gs = g_s[k]
-            ge = g_e[k]
-            if logits:
-                for u in range(v, end):
-                    pv = p[i, u]
-                    out[i, u] = pv * ((1.0 - pv) * gs + ge)
-            else:
-                for u in range(v, end):
-                    pv = p[i, u]
-                    out[i, u] = gs + ge * pv / max((1.0 - pv) * pv, 1e-12)
-            v = end
 
 
 def _bce0(src: torch.Tensor, logits: bool) -> torch.Tensor:
@@ -102,8 +43,10 @@ class _RegionSums(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         e = _bce0(src, logits) if with_e else None
         if numpy_ok(p):
+            from lossbench.losses._region_kernels import region_sums_cpu
+
             dummy = e.numpy() if e is not None else p.numpy()[:, :1]
-            s, es, n = _sums(regions.numpy(), base.numpy(), p.numpy(), dummy, n_reg, with_e)
+            s, es, n = region_sums_cpu(regions.numpy(), base.numpy(), p.numpy(), dummy, n_reg, with_e)
             s, es, n = (torch.from_numpy(a) for a in (s, es, n))
         else:
             ids = (regions.long() + base[:, None]).reshape(-1)
@@ -125,8 +68,12 @@ class _RegionSums(torch.autograd.Function):
         g_s = zeros if g_s is None else g_s
         g_e = zeros if g_e is None else g_e
         if numpy_ok(p):
+            from lossbench.losses._region_kernels import region_grad_cpu
+
             out = np.empty(tuple(p.shape), dtype=p.numpy().dtype)
-            _grad(regions.numpy(), base.numpy(), p.numpy(), g_s.detach().numpy(), g_e.detach().numpy(), ctx.logits, out)
+            region_grad_cpu(
+                regions.numpy(), base.numpy(), p.numpy(), g_s.detach().numpy(), g_e.detach().numpy(), ctx.logits, out
+            )
             grad = torch.from_numpy(out)
         else:
             ids = regions.long() + base[:, None]
