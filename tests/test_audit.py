@@ -98,7 +98,7 @@ def test_variants():
     params = {v.label: v.params for v in audit_variants(["dici"])}
     assert params["dici[reference]"] == {"reference": True}
     assert params["dici[keep,trainable]"] == {"center_mode": "trainable", "reference": False, "tp_mode": "keep"}
-    assert len(audit_variants()) == 8 + 4 + 4  # 8 plain losses, ici and dici with 4 variants each
+    assert len(audit_variants()) == 10 + 4 + 4  # 10 plain losses, ici and dici with 4 variants each
 
 
 def test_variants_from_study_dicts():
@@ -198,3 +198,14 @@ def test_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="`params`"):
         term_gradient_map("figure1", build_loss("dice"), "dice", sigmoid=False)
     assert issubclass(RegistryError, LossbenchError)
+
+
+def test_cc_dice_terms_move_spurious_and_label_voxels():
+    t = audit_table(["cc_dice", "cc_dicece"])
+    f1 = t[t.scene == "figure1"].set_index(["loss", "term"])
+    assert set(f1.index) == {("cc_dice", "dice"), ("cc_dice", "total"), ("cc_dicece", "dice"), ("cc_dicece", "ce"),
+                             ("cc_dicece", "total")}  # fmt: skip
+    for loss in ("cc_dice", "cc_dicece"):
+        row = f1.loc[(loss, "dice")]
+        # every voxel lies in some label component's region: spurious blobs and background are pushed down too
+        assert row["nz_spurious"] == 1.0 and row["nz_label"] == 1.0 and row["nz_background"] == 1.0

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
+from skimage import measure
 
 from lossbench.cc import CCResult, label_components
 from lossbench.cc.shapes import corner_voxels, diagonal_line, serpentine, spiral
@@ -39,6 +40,16 @@ def test_exact_backends_equal_scipy_label_arrays(backend, mask, data):
     assert res.labels.dtype == np.int64
     np.testing.assert_array_equal(res.labels, expected)
     np.testing.assert_array_equal(res.counts, expected.reshape(len(mask), -1).max(1))
+
+
+@given(mask=batched_masks())
+def test_skimage_label_is_a_second_cpu_reference(mask):
+    """scikit-image's measure.label numbers components as scipy does, for every connectivity (hops, as ours)."""
+    nd = mask.ndim - 1
+    for conn in range(1, nd + 1):
+        skimage_labels = np.stack([measure.label(m, connectivity=conn, background=0) for m in mask])
+        np.testing.assert_array_equal(skimage_labels, scipy_oracle(mask, conn))
+        np.testing.assert_array_equal(label_components(mask, connectivity=conn).labels, skimage_labels)
 
 
 @given(mask=arrays(np.bool_, st.tuples(st.just(1), st.integers(1, 12), st.integers(1, 12))))

@@ -9,7 +9,10 @@ from lossbench.errors import ConfigError, DataError, LossbenchError, RegistryErr
 from lossbench.losses import LOSSES, build_loss, dici_loss, ici_loss, ici_terms, list_losses, print_losses
 from lossbench.registry import Registry
 
-NAMES = ["dice", "bce", "focal", "dicece", "dicefocal", "gdicefocal", "blob", "inverse_weighting", "ici", "dici"]
+NAMES = [
+    "dice", "bce", "focal", "dicece", "dicefocal", "gdicefocal", "blob", "inverse_weighting", "ici", "dici", "cc_dice",
+    "cc_dicece",
+]  # fmt: skip
 
 
 def _xy(shape=(2, 1, 8, 8)):

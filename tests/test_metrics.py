@@ -22,11 +22,13 @@ from lossbench.metrics import (
     STUDY_AGGREGATES,
     atlas_metrics,
     bin_names,
+    cc_metrics,
     detection_metrics,
     list_metrics,
     match_instances,
     metric_directions,
     metric_info,
+    panoptic_metrics,
     study_aggregates,
     subject_metrics,
 )
@@ -246,13 +248,16 @@ def _same(a: dict, b: dict) -> bool:
     return all((isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k] for k in a)
 
 
-def test_subject_metrics_is_atlas_plus_detection():
+def test_subject_metrics_is_atlas_plus_detection_plus_instance_quality():
     p, t = spurious_2d()
     both = subject_metrics(p, t, connectivity=1, size_bins=(2, 4), spacing=(0.5, 0.5))
     sep = {
         **atlas_metrics(p, t, connectivity=1, spacing=(0.5, 0.5)),
         **detection_metrics(p, t, connectivity=1, size_bins=(2, 4)),
+        **panoptic_metrics(p, t, connectivity=1),
+        **cc_metrics(p, t, connectivity=1, spacing=(0.5, 0.5)),
     }
+    del sep["cc_dice_components"]
     assert _same(both, sep)
 
 

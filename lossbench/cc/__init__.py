@@ -24,8 +24,22 @@ Backends:
 * ``"maxpool"``: the reference ICI code's iterative max-pool propagation for a fixed
   ``num_iterations`` (full connectivity only). It splits components whose in-component geodesic
   distance exceeds the iteration count; ``CCResult.converged`` says whether it converged.
+
+``voronoi_components(mask, connectivity=None, spacing=None)`` (and ``voronoi_regions(labels, spacing=None)`` for
+labels at hand) gives every voxel the id of its nearest component by Euclidean distance, ties to the smallest id:
+the exact Voronoi regions of the components, numbered as ``label_components`` numbers them.
 """
 
 from lossbench.cc.api import BACKENDS, CCResult, label_batch, label_components, structure_offsets
+from lossbench.cc.voronoi import VoronoiResult, voronoi_components, voronoi_regions
 
-__all__ = ["label_components", "label_batch", "CCResult", "BACKENDS", "structure_offsets"]
+__all__ = [
+    "label_components",
+    "label_batch",
+    "CCResult",
+    "BACKENDS",
+    "structure_offsets",
+    "voronoi_components",
+    "voronoi_regions",
+    "VoronoiResult",
+]

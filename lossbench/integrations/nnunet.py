@@ -125,6 +125,12 @@ class nnUNetTrainer_DICI(nnUNetTrainer_Lossbench):
     lossbench_loss = "dici"
 
 
+class nnUNetTrainer_CCDiceCE(nnUNetTrainer_Lossbench):
+    """CC-DiceCE: Dice + BCE inside each label component's Voronoi region, mean over the regions."""
+
+    lossbench_loss = "cc_dicece"
+
+
 #: Every lossbench trainer by class name (the names ``nnUNetv2_train -tr`` accepts once installed): the
 #: generic trainer and every subclass defined above.
 TRAINERS: dict[str, type[nnUNetTrainer_Lossbench]] = {

@@ -33,6 +33,7 @@ from lossbench.losses.baselines import (
     pixel_terms,
 )
 from lossbench.losses.blob import BlobLoss, blob_loss, blob_terms
+from lossbench.losses.cc_dice import CCDiceCELoss, CCDiceLoss, cc_dice_loss, cc_dice_terms, cc_dicece_loss
 from lossbench.losses.ici import (
     DICILoss,
     ICILoss,
@@ -65,6 +66,8 @@ __all__ = [
     "GeneralizedDiceFocalLoss",
     "BlobLoss",
     "InverseWeightingLoss",
+    "CCDiceLoss",
+    "CCDiceCELoss",
     "ICILoss",
     "DICILoss",
     "pixel_terms",
@@ -77,6 +80,9 @@ __all__ = [
     "inverse_weighting_terms",
     "inverse_weighting_loss",
     "inverse_weights",
+    "cc_dice_terms",
+    "cc_dice_loss",
+    "cc_dicece_loss",
 ]
 
 #: The closed registry of losses (name -> ``nn.Module`` class).
@@ -112,6 +118,18 @@ _ENTRIES: list[tuple[str, type, str, tuple[str, ...]]] = [
         DICILoss,
         "DICI (Eq. 6): a * global + b * instance + c * predicted + d * center",
         ("global", "instance", "predicted", "center"),
+    ),
+    (
+        "cc_dice",
+        CCDiceLoss,
+        "CC-Dice: mean over label components of the Dice inside each component's Voronoi region",
+        ("dice",),
+    ),
+    (
+        "cc_dicece",
+        CCDiceCELoss,
+        "CC-DiceCE: lambda_dice * CC-Dice + lambda_ce * mean BCE inside each component's Voronoi region",
+        ("dice", "ce"),
     ),
 ]
 
@@ -153,6 +171,12 @@ _HELP_BY_LOSS = {
     },
     "ici": help_table(dual=False),
     "dici": help_table(dual=True),
+    "cc_dice": {"connectivity": "label connectivity of the components; None = full (8 in 2D, 26 in 3D)"},
+    "cc_dicece": {
+        "connectivity": "label connectivity of the components; None = full (8 in 2D, 26 in 3D)",
+        "lambda_dice": "weight of the per-region Dice",
+        "lambda_ce": "weight of the per-region mean BCE",
+    },
 }
 _ACTIVATION = ("sigmoid", "softmax", "include_background", "to_onehot_y")
 

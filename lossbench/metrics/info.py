@@ -52,6 +52,10 @@ class MetricInfo:
 
 
 _NONE_EMPTY = "well defined for empty masks (counts are 0)"
+_PQ_EMPTY = (
+    "NaN when prediction and target both have no instance (panoptica's default; means over subjects skip it); "
+    "0.0 when no pair is matched, including an empty prediction or an empty target"
+)
 
 _ALL = [
     # ATLAS R2.0 (MICCAI 2022) challenge metrics.
@@ -115,6 +119,52 @@ _ALL = [
         True,
         "NaN when there is no target instance (undefined); ranked last and flagged by the ranking",
         "instance recall detected / n_target",
+    ),
+    # Panoptic quality (panoptica's semantics: one-to-one matching of components with IoU >= threshold).
+    MetricInfo(
+        "pq",
+        True,
+        _PQ_EMPTY,
+        "panoptic quality sq * rq (panoptica): recognition times segmentation quality of the matched instances",
+    ),
+    MetricInfo("sq", True, _PQ_EMPTY, "segmentation quality: mean IoU of the matched (prediction, target) pairs"),
+    MetricInfo(
+        "rq",
+        True,
+        _PQ_EMPTY,
+        "recognition quality tp / (tp + (fp + fn) / 2) of the one-to-one matching at IoU >= threshold (an F1)",
+    ),
+    MetricInfo("pq_dsc", True, _PQ_EMPTY, "panoptic quality with Dice: sq_dsc * rq"),
+    MetricInfo("sq_dsc", True, _PQ_EMPTY, "segmentation quality with Dice: mean Dice of the matched pairs"),
+    MetricInfo(
+        "tp",
+        None,
+        _NONE_EMPTY,
+        "panoptic true positives: (prediction, target) instance pairs matched one-to-one with IoU >= threshold",
+        unit="instances",
+    ),
+    MetricInfo("fp", None, _NONE_EMPTY, "panoptic false positives: unmatched predicted instances", unit="instances"),
+    MetricInfo("fn", None, _NONE_EMPTY, "panoptic false negatives: unmatched target instances", unit="instances"),
+    # CC-Metrics (Jaus et al., "Every Component Counts").
+    MetricInfo(
+        "cc_dice",
+        True,
+        "1.0 when prediction and target are both empty; 0.0 when the target is empty and the prediction is not",
+        "CC-Dice: mean over target components of the Dice 2|P ∩ C_k| / (|P ∩ R_k| + |C_k|) inside the component's "
+        "Voronoi region R_k (every voxel belongs to its nearest component)",
+    ),
+    MetricInfo(
+        "cc_dice_components",
+        None,
+        "an empty list when the target has no component",
+        "the per-component Dice values of cc_dice, in component order (a list; not a table column)",
+    ),
+    MetricInfo(
+        "cc_missed",
+        False,
+        _NONE_EMPTY,
+        "target components whose Voronoi region holds no predicted voxel (CC-Metrics' missed components)",
+        unit="instances",
     ),
     # Study-level aggregates (the ICI paper's validation tables).
     MetricInfo("n_subjects", None, "counts every subject", "number of subjects", level="study", unit="subjects"),

@@ -25,7 +25,6 @@ Masks are numpy arrays or torch tensors (any device, the two may be of different
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 
 from lossbench.cc import label_batch
 from lossbench.cc.api import resolve_connectivity
+from lossbench.cc.voronoi import check_spacing
 from lossbench.errors import DataError, ShapeError, expect
 from lossbench.instances import component_sizes, foreground_ids, overlap_pairs
 from lossbench.ops import flat_nonzero
@@ -65,6 +65,15 @@ class InstanceMatch:
         target_sizes: ``(sum n_target,)`` int64 voxel count of every target instance.
         target_image: ``(sum n_target,)`` int64 subject index of every target instance.
         target_hit: ``(sum n_target,)`` bool, the target instance overlaps >= 1 predicted voxel (detected).
+        pair_pred: ``(n_pairs,)`` int64, every (prediction, target) instance pair sharing >= 1 voxel: the
+            prediction's index into the ``pred_*`` arrays (sorted by prediction, then target).
+        pair_target: ``(n_pairs,)`` int64, the pair's target index into the ``target_*`` arrays.
+        pair_overlap: ``(n_pairs,)`` int64, the pair's number of shared voxels.
+        spatial_shape: the spatial shape of one subject.
+        fg_pos: ``(F,)`` int64 flat positions in the ``(B, *spatial)`` batch of every voxel predicted or in the
+            target (ascending).
+        fg_pred: ``(F,)`` int64 global prediction id at each of them (index + 1; 0 = not predicted).
+        fg_target: ``(F,)`` int64 global target id at each of them (index + 1; 0 = not in the target).
     """
 
     connectivity: int
@@ -81,6 +90,13 @@ class InstanceMatch:
     target_sizes: np.ndarray
     target_image: np.ndarray
     target_hit: np.ndarray
+    pair_pred: np.ndarray
+    pair_target: np.ndarray
+    pair_overlap: np.ndarray
+    spatial_shape: tuple[int, ...]
+    fg_pos: np.ndarray
+    fg_pred: np.ndarray
+    fg_target: np.ndarray
 
     @property
     def batch_size(self) -> int:
@@ -144,23 +160,6 @@ def _check_binary(t: torch.Tensor, name: str) -> torch.Tensor:
             cls=DataError,
         )
     return b
-
-
-def check_spacing(spacing: Sequence[float] | None, spatial_dims: int) -> tuple[float, ...] | None:
-    """Validate ``spacing`` (voxel size in mm per spatial axis) and return it as a tuple of floats.
-
-    Raises:
-        ConfigError: if it is not ``spatial_dims`` positive finite numbers.
-    """
-    if spacing is None:
-        return None
-    try:
-        sp = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise expect("spacing", f"a sequence of {spatial_dims} positive numbers (mm per axis)", repr(spacing)) from None
-    if len(sp) != spatial_dims or not all(np.isfinite(s) and s > 0 for s in sp):
-        raise expect("spacing", f"a sequence of {spatial_dims} positive numbers (mm per axis)", repr(spacing))
-    return sp
 
 
 def validate_pair(pred: Any, target: Any, *, batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,4 +280,11 @@ def match_validated(p: torch.Tensor, t: torch.Tensor, *, connectivity: int, batc
         target_sizes=t_sizes_np,
         target_image=t_image,
         target_hit=t_hit.cpu().numpy(),
+        pair_pred=pair_p.cpu().numpy() - 1,
+        pair_target=pair_t.cpu().numpy() - 1,
+        pair_overlap=shared.cpu().numpy().astype(np.int64),
+        spatial_shape=tuple(p.shape[1:]),
+        fg_pos=fg.cpu().numpy(),
+        fg_pred=p_fg.cpu().numpy(),
+        fg_target=t_fg.cpu().numpy(),
     )

@@ -13,6 +13,8 @@ from lossbench.errors import DataError, expect
 from lossbench.metrics.atlas import atlas_from_match
 from lossbench.metrics.detection import DEFAULT_SIZE_BINS, check_size_bins, detection_from_match
 from lossbench.metrics.matching import check_spacing, match_validated, validate_pair
+from lossbench.metrics.panoptic import check_iou_threshold, panoptic_from_match
+from lossbench.metrics.per_component import cc_from_match
 
 __all__ = ["subject_metrics", "study_aggregates", "STUDY_AGGREGATES"]
 
@@ -35,37 +37,51 @@ def subject_metrics(
     connectivity: int | None = 1,
     spacing: Sequence[float] | None = None,
     size_bins: Sequence[int] = DEFAULT_SIZE_BINS,
+    iou_threshold: float = 0.5,
     batched: bool = False,
 ) -> dict[str, Any] | list[dict[str, Any]]:
-    """ATLAS R2.0 metrics and detection metrics from one labelling of prediction and target.
+    """Every per-subject metric (ATLAS R2.0, detection, panoptic quality, CC-Dice) from one labelling.
 
-    Equal to ``{**atlas_metrics(...), **detection_metrics(...)}`` with the same ``connectivity``, at
-    half the labelling cost (each mask is labelled once). Use it whenever both use one connectivity.
+    Equal to ``{**atlas_metrics(...), **detection_metrics(...), **panoptic_metrics(...), **cc_metrics(...)}`` with
+    the same ``connectivity``, without ``cc_dice_components`` (a list per subject does not fit a per-subject table):
+    each mask is labelled once and every family reads the same instances and overlaps.
 
     Args:
         pred: binary prediction, ``(*spatial)`` or ``(B, *spatial)`` with ``batched=True``; numpy or torch.
         target: binary target of the same shape.
-        connectivity: orthogonal hops for both metric families (default 1, the ATLAS challenge's); ``None`` = full.
-        spacing: voxel size in mm per axis (adds ``volume_difference_ml``).
+        connectivity: orthogonal hops for every metric family (default 1, the ATLAS challenge's, so the panoptic
+            and CC-Dice instances are the challenge's lesions too); ``None`` = full.
+        spacing: voxel size in mm per axis (adds ``volume_difference_ml``; the CC-Dice regions use it).
         size_bins: instance-size bin edges in voxels (see :mod:`lossbench.metrics.detection`).
+        iou_threshold: panoptic match threshold (see :func:`~lossbench.metrics.panoptic_metrics`).
         batched: whether the first axis is a batch of subjects.
 
     Returns:
-        One dict (a list of dicts with ``batched=True``) with the keys of
-        :func:`~lossbench.metrics.atlas_metrics` and :func:`~lossbench.metrics.detection_metrics`.
+        One dict (a list of dicts with ``batched=True``) with the keys of the four metric functions (but
+        ``cc_dice_components``).
 
     Raises:
-        ShapeError, DataError, ConfigError: as the two metric functions.
+        ShapeError, DataError, ConfigError: as the metric functions.
     """
     p, t = validate_pair(pred, target, batched=batched)
     conn = resolve_connectivity(connectivity, p.ndim - 1)
     check_spacing(spacing, p.ndim - 1)
     check_size_bins(size_bins)
+    check_iou_threshold(iou_threshold)
     match = match_validated(p, t, connectivity=conn, batched=batched)
-    rows = [
-        {**a, **d}
-        for a, d in zip(atlas_from_match(match, spacing=spacing), detection_from_match(match, size_bins=size_bins))
-    ]
+    families = (
+        atlas_from_match(match, spacing=spacing),
+        detection_from_match(match, size_bins=size_bins),
+        panoptic_from_match(match, iou_threshold=iou_threshold),
+        cc_from_match(match, spacing=spacing),
+    )
+    rows = []
+    for parts in zip(*families):
+        row: dict[str, Any] = {}
+        for part in parts:
+            row.update(part)
+        del row["cc_dice_components"]
+        rows.append(row)
     return rows if batched else rows[0]
 
 

@@ -317,6 +317,8 @@ def _commit_ray_result(ray: Any, ref: Any, cell: Cell, store: RunStore) -> CellO
     try:
         result = ray.get(ref)
     except Exception as exc:  # noqa: BLE001 - task or node failure
+        if _interrupted(exc):  # Ctrl-C reached the task (same process group) or cancelled it: nothing to record
+            return CellOutcome(cell.id, None, "interrupted")
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": str(exc)}
     if "error" in result:
         d = store.reset_cell(cell.id)
@@ -324,6 +326,11 @@ def _commit_ray_result(ray: Any, ref: Any, cell: Cell, store: RunStore) -> CellO
         return CellOutcome(cell.id, None, result["error"])
     store.commit_files(cell.id, result["files"])
     return CellOutcome(cell.id, store.done(cell.id))
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ray task's failure is a cancellation or a Ctrl-C that reached its worker, not an error of the cell."""
+    return type(exc).__name__ == "TaskCancelledError" or "KeyboardInterrupt" in str(exc)
 
 
 def make_executor(
