@@ -5,34 +5,36 @@ A report records the fingerprint of the source that produced it (``provenance.js
 report when they differ.
 
 The fingerprint of a *scope* (the package files that can change what a report shows) is the SHA-256 of
-each file's path and normalised source: the file is parsed, every docstring and bare string statement
-is removed, and the tree is printed back with :func:`ast.unparse`. Comments, docstrings, blank lines
-and formatting therefore do not change it; any change to the code does. (``ast.unparse`` output can
-differ between Python minor versions: compare fingerprints made with the same Python.)
+each file's path and normalised source: a Python file is parsed, every docstring and bare string
+statement is removed, and the tree is printed back with :func:`ast.unparse`; other files (templates) count
+as they are. Comments, docstrings, blank lines and formatting therefore do not change it; any change to the
+code does. (``ast.unparse`` output can differ between Python minor versions: compare fingerprints made with
+the same Python.) A report records the fingerprints of every scope it depends on.
 
-Scopes (paths relative to the package; a folder means every ``.py`` file under it; absent paths are
-skipped):
+Scopes (paths relative to the package; a folder means every file under it; absent paths are skipped):
 
 * ``"study"``: training and evaluation, what a study report's numbers come from.
-* ``"gallery"``: the losses and what the synthetic gallery draws.
-* ``"bench"``: the whole package.
+* ``"report"``: how a study report is rendered (tables, statistics, verdicts, figures, templates).
+* ``"gallery"``: the losses and what the synthetic gallery computes and draws.
+* ``"bench"``: what the benchmark times and how it measures.
 
-This module is at the bottom of the import graph: it imports nothing of lossbench but the errors.
+This module is at the bottom of the import graph: it imports nothing of lossbench but the errors and the
+atomic writes.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lossbench.errors import ConfigError, DataError, expect
+from lossbench.io import atomic_write_text
 
 __all__ = [
     "SCOPES",
@@ -56,8 +58,20 @@ SCOPES: dict[str, tuple[str, ...]] = {
         "errors.py",
         "registry.py",
     ),
-    "gallery": ("losses", "cc", "instances.py", "ops", "data/scenes.py", "audit.py", "report/gallery*"),
-    "bench": ("*",),
+    "report": ("report/*.py", "report/sections", "report/templates/report*", "audit.py"),
+    "gallery": (
+        "losses",
+        "cc",
+        "instances.py",
+        "ops",
+        "data/scenes.py",
+        "audit.py",
+        "report/gallery",
+        "report/model.py",
+        "report/templating.py",
+        "report/templates/gallery*",
+    ),  # fmt: skip
+    "bench": ("bench", "losses", "cc", "instances.py", "ops", "metrics"),
 }
 
 PROVENANCE_FILE = "provenance.json"
@@ -66,17 +80,21 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def _scope_files(scope: str, root: Path) -> list[Path]:
-    """The ``.py`` files of ``scope`` under the package folder ``root``, sorted, each once."""
+    """The files of ``scope`` under the package folder ``root`` (no caches), sorted, each once."""
     if scope not in SCOPES:
         raise expect("scope", f"one of {list(SCOPES)}", repr(scope), cls=ConfigError)
     files: set[Path] = set()
     for pattern in SCOPES[scope]:
         for match in root.glob(pattern):
             if match.is_dir():
-                files.update(p for p in match.rglob("*.py") if "__pycache__" not in p.parts)
-            elif match.suffix == ".py":
+                files.update(p for p in match.rglob("*") if p.is_file() and _counted(p))
+            elif match.is_file() and _counted(match):
                 files.add(match)
     return sorted(files)
+
+
+def _counted(path: Path) -> bool:
+    return "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so") and not path.name.startswith(".")
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -123,7 +141,8 @@ def source_fingerprint(scope: str, *, root: str | Path | None = None) -> str:
     for path in _scope_files(scope, base):
         rel = path.relative_to(base).as_posix()
         digest.update(rel.encode("utf-8") + b"\0")
-        digest.update(normalised_source(path.read_text(encoding="utf-8")).encode("utf-8") + b"\0")
+        text = path.read_text(encoding="utf-8")
+        digest.update((normalised_source(text) if path.suffix == ".py" else text).encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
@@ -134,30 +153,19 @@ def _version() -> str:
         return "unknown"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def write_provenance(folder: str | Path, scope: str, command: str, *, root: str | Path | None = None) -> Path:
-    """Write ``folder/provenance.json`` (atomically): the fingerprint of ``scope`` and the command that made it.
+def write_provenance(
+    folder: str | Path, scopes: str | Sequence[str], command: str, *, root: str | Path | None = None
+) -> Path:
+    """Write ``folder/provenance.json`` (atomically): the fingerprints of ``scopes`` and the command that made it.
 
     Args:
         folder: the report's folder (created if missing).
-        scope: the scope whose code the report depends on.
+        scopes: the scope(s) whose code the report depends on.
         command: the shell command that regenerates the report (e.g. ``"lossbench gallery --out reports/gallery"``).
         root: the package folder (default: this ``lossbench``).
 
     Returns:
-        The path written. Content: ``schema_version``, ``scope``, ``fingerprint``, ``command``,
+        The path written. Content: ``schema_version``, ``fingerprints`` (scope -> hex), ``command``,
         ``lossbench_version``, ``created``.
 
     Raises:
@@ -165,18 +173,15 @@ def write_provenance(folder: str | Path, scope: str, command: str, *, root: str 
     """
     if not isinstance(command, str) or not command.strip():
         raise expect("command", "the non-empty command that regenerates the report", repr(command), cls=ConfigError)
+    names = [scopes] if isinstance(scopes, str) else list(scopes)
     payload = {
         "schema_version": SCHEMA_VERSION,
-        "scope": scope,
-        "fingerprint": source_fingerprint(scope, root=root),
+        "fingerprints": {scope: source_fingerprint(scope, root=root) for scope in names},
         "command": command,
         "lossbench_version": _version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = Path(folder) / PROVENANCE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
-    return path
+    return atomic_write_text(Path(folder) / PROVENANCE_FILE, json.dumps(payload, indent=2) + "\n")
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -186,9 +191,11 @@ def _read(path: Path) -> dict[str, Any]:
         raise expect("folder", f"a report folder with {PROVENANCE_FILE}", f"none in {str(path.parent)!r}") from None
     except json.JSONDecodeError as exc:
         raise expect(str(path), "valid JSON", str(exc), cls=DataError) from None
-    for key in ("scope", "fingerprint", "command"):
-        if not isinstance(data, dict) or not isinstance(data.get(key), str):
-            raise expect(str(path), f"a provenance record with a {key!r} string", repr(data)[:120], cls=DataError)
+    ok = isinstance(data, dict) and isinstance(data.get("command"), str) and isinstance(data.get("fingerprints"), dict)
+    if not ok or not all(isinstance(v, str) for v in data["fingerprints"].values()):
+        raise expect(
+            str(path), "a provenance record with 'fingerprints' and 'command'", repr(data)[:120], cls=DataError
+        )
     return data
 
 
@@ -200,18 +207,22 @@ def check_provenance(folder: str | Path, *, root: str | Path | None = None) -> s
         root: the package folder to compare with (default: this ``lossbench``).
 
     Returns:
-        ``None`` when the recorded fingerprint equals the current one; otherwise one line naming the folder, the
-        scope, both fingerprints (12 digits) and the command that regenerates the report.
+        ``None`` when every recorded fingerprint equals the current one; otherwise one line naming the folder, the
+        scopes that changed with both fingerprints (12 digits), and the command that regenerates the report.
 
     Raises:
         ConfigError: no ``provenance.json`` in ``folder``, or it names an unknown scope.
         DataError: ``provenance.json`` is not a valid record.
     """
     record = _read(Path(folder) / PROVENANCE_FILE)
-    now = source_fingerprint(record["scope"], root=root)
-    if now == record["fingerprint"]:
+    changed = []
+    for scope, recorded in record["fingerprints"].items():
+        now = source_fingerprint(scope, root=root)
+        if now != recorded:
+            changed.append(f"{scope} {recorded[:12]} -> {now[:12]}")
+    if not changed:
         return None
     return (
-        f"{folder} was produced by other code than this one ({record['scope']} source fingerprint "
-        f"{record['fingerprint'][:12]}, now {now[:12]}): regenerate it with `{record['command']}`"
+        f"{folder} was produced by other code than this one (source fingerprints: {'; '.join(changed)}): "
+        f"regenerate it with `{record['command']}`"
     )

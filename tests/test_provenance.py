@@ -38,9 +38,9 @@ def test_normalised_source_drops_docstrings_comments_and_layout():
 
 def test_fingerprint_of_a_copy_equals_the_package_and_ignores_prose(package_copy):
     scope_file = package_copy / "errors.py"  # in the "study" scope
-    before = {s: source_fingerprint(s, root=package_copy) for s in ("study", "gallery", "bench")}
+    before = {s: source_fingerprint(s, root=package_copy) for s in ("study", "report", "gallery", "bench")}
     assert before["study"] == source_fingerprint("study")  # same files as the installed package
-    assert len(set(before.values())) == 3 and all(len(f) == 64 for f in before.values())
+    assert len(set(before.values())) == 4 and all(len(f) == 64 for f in before.values())
 
     text = scope_file.read_text()
     edited = text.replace('"""', '"""Edited prose, a new paragraph.\n\n', 1) + "\n\n# a trailing comment\n"
@@ -49,8 +49,12 @@ def test_fingerprint_of_a_copy_equals_the_package_and_ignores_prose(package_copy
 
     scope_file.write_text(edited + "\nEXTRA_CONSTANT = 1\n")
     after = {s: source_fingerprint(s, root=package_copy) for s in before}
-    assert after["study"] != before["study"] and after["bench"] != before["bench"]
-    assert after["gallery"] == before["gallery"]  # errors.py is not in the gallery's scope
+    assert after["study"] != before["study"]
+    assert after["gallery"] == before["gallery"] and after["bench"] == before["bench"]  # not in their scopes
+
+    template = package_copy / "report" / "templates" / "report.md.j2"  # templates count as they are
+    template.write_text(template.read_text() + "\n")
+    assert source_fingerprint("report", root=package_copy) != before["report"]
 
 
 def test_a_file_outside_the_scope_does_not_change_it(package_copy):
@@ -63,11 +67,12 @@ def test_a_file_outside_the_scope_does_not_change_it(package_copy):
 
 def test_write_and_check_provenance(package_copy, tmp_path):
     report = tmp_path / "reports" / "quick"
-    path = write_provenance(report, "study", "lossbench run studies/quick.yaml --out runs/quick", root=package_copy)
+    command = "lossbench run studies/quick.yaml --out runs/quick"
+    path = write_provenance(report, ["study", "report"], command, root=package_copy)
     record = json.loads(path.read_text())
     assert path.name == PROVENANCE_FILE
-    assert set(record) == {"schema_version", "scope", "fingerprint", "command", "lossbench_version", "created"}
-    assert record["scope"] == "study" and record["fingerprint"] == source_fingerprint("study", root=package_copy)
+    assert set(record) == {"schema_version", "fingerprints", "command", "lossbench_version", "created"}
+    assert record["fingerprints"] == {s: source_fingerprint(s, root=package_copy) for s in ("study", "report")}
     assert not list(report.glob(".*tmp*"))  # the temporary file was renamed into place
     assert check_provenance(report, root=package_copy) is None
 
@@ -76,7 +81,7 @@ def test_write_and_check_provenance(package_copy, tmp_path):
     message = check_provenance(report, root=package_copy)
     assert message is not None
     assert str(report) in message and "`lossbench run studies/quick.yaml --out runs/quick`" in message
-    assert record["fingerprint"][:12] in message
+    assert record["fingerprints"]["study"][:12] in message and "report" not in message.split("(")[1].split(")")[0]
 
 
 def test_provenance_errors(tmp_path, package_copy):
@@ -90,5 +95,5 @@ def test_provenance_errors(tmp_path, package_copy):
     with pytest.raises(DataError, match="valid JSON"):
         check_provenance(tmp_path)
     (tmp_path / PROVENANCE_FILE).write_text(json.dumps({"scope": "study", "command": "x"}))
-    with pytest.raises(DataError, match="'fingerprint'"):
+    with pytest.raises(DataError, match="'fingerprints'"):
         check_provenance(tmp_path)
