@@ -216,3 +216,29 @@ def test_subject_list_lazy():
     assert [s["id"] for s in sl] == ["a", "b", "c"] and sl[-1]["id"] == "c" and len(sl[0:2]) == 2
     with pytest.raises(ConfigError):
         SubjectList(["a"])
+
+
+def test_clustering_places_lesions_next_to_each_other_and_keeps_them_separate():
+    """clustering puts lesions one voxel apart (still separate components); 0 leaves the generator unchanged."""
+    from scipy import ndimage
+
+    def stats(**kw):
+        ds = synthetic_lesions(spatial_dims=2, size=64, n_train=30, n_val=0, n_test=0, seed=3, n_lesions=[3, 8], **kw)
+        full = np.ones((3, 3), dtype=bool)
+        comps = bridged = lesions = 0
+        for s in ds.train:
+            y = s["label"][0] > 0.5
+            n = ndimage.label(y, structure=full)[1]
+            comps += n
+            bridged += n - ndimage.label(ndimage.binary_dilation(y, structure=full), structure=full)[1]
+            lesions += ds.metadata[s["id"]]["n_lesions"]
+        return comps, bridged, lesions
+
+    plain, clustered = stats(), stats(clustering=0.9)
+    assert plain[0] == plain[2] and clustered[0] == clustered[2]  # non_touching: every lesion its own component
+    assert clustered[1] / clustered[0] > plain[1] / plain[0] + 0.15  # many more pairs one voxel apart
+    confluent = stats(clustering=0.9, non_touching=False)
+    assert confluent[0] < confluent[2]  # touching lesions merge into fewer components
+    again = synthetic_lesions(spatial_dims=2, size=64, n_train=3, n_val=0, n_test=0, seed=3, clustering=0.0)
+    base = synthetic_lesions(spatial_dims=2, size=64, n_train=3, n_val=0, n_test=0, seed=3)
+    assert all(np.array_equal(a["label"], b["label"]) for a, b in zip(again.train, base.train))

@@ -20,7 +20,9 @@ Generative model of one subject (every random choice comes from a generator seed
    face-connected part containing the centre is kept, so each lesion is one component for any connectivity.
 5. **Placement**: largest first, at a random centre such that the lesion stays inside the body; with
    ``non_touching=True`` a lesion may not touch (not even diagonally) an earlier one, so lesions and connected
-   components coincide for every connectivity. A lesion that finds no room after 50 tries is dropped (the
+   components coincide for every connectivity. With probability ``clustering`` a lesion is instead placed next
+   to an earlier one (one of its voxels within two voxels of it: a one-voxel gap with ``non_touching``, touching
+   without), as lesions cluster around the ventricles. A lesion that finds no room after 50 tries is dropped (the
    metadata holds what was placed).
 6. **Intensity**: ``image = body * T * (1 + E) * B + noise * N(0, 1)`` with a textured tissue
    ``T = 1 + texture * t`` (``t`` smooth Gaussian noise of unit std), a lesion effect map ``E`` that is
@@ -160,6 +162,8 @@ def place_lesions(
     shapes: list[tuple[np.ndarray, tuple[int, ...]]],
     non_touching: bool = True,
     centres: np.ndarray | None = None,
+    *,
+    clustering: float = 0.0,
 ) -> tuple[np.ndarray, list[int]]:
     """Place lesion masks at random centres so that each lies inside ``allowed``.
 
@@ -169,6 +173,10 @@ def place_lesions(
         shapes: ``(mask, centre)`` pairs from :func:`lesion_shape`, placed in the given order.
         non_touching: if True, a lesion may not touch an earlier one, not even at a corner (one voxel gap).
         centres: optional bool array: where lesion centres may be (default: anywhere in ``allowed``).
+        clustering: probability that a lesion after the first is placed right next to an earlier one: one of its
+            voxels lands within two voxels (Chebyshev) of an earlier lesion, so with ``non_touching`` the two are
+            separated by a one-voxel gap (separate components, which a prediction one voxel too wide bridges) and
+            without it they may touch (confluent: one component). 0 draws nothing extra from ``rng``.
 
     Returns:
         ``(instances, placed)``: int32 map (0 background, ``k`` = k-th placed lesion) and the indices into
@@ -184,8 +192,11 @@ def place_lesions(
         return instances, placed
     full = np.ones((3,) * d, dtype=bool)
     for i, (mask, centre) in enumerate(shapes):
+        near = None
+        if clustering > 0 and placed and rng.random() < clustering:
+            near = _near_voxels(instances, blocked, allowed, full)
         for _ in range(_MAX_TRIES):
-            c = np.unravel_index(int(candidates[rng.integers(candidates.size)]), shape)
+            c = _propose(rng, candidates, near, mask, centre, shape)
             lo = [ci - ce for ci, ce in zip(c, centre)]
             hi = [a + m for a, m in zip(lo, mask.shape)]
             if any(a < 0 for a in lo) or any(b > s for b, s in zip(hi, shape)):
@@ -203,6 +214,29 @@ def place_lesions(
             placed.append(i)
             break
     return instances, placed
+
+
+def _near_voxels(instances: np.ndarray, blocked: np.ndarray, allowed: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """Flat positions within two voxels (Chebyshev) of a placed lesion where a new lesion voxel may go."""
+    near = ndimage.binary_dilation(instances > 0, structure=full, iterations=2) & ~blocked & allowed & (instances == 0)
+    return np.flatnonzero(near)
+
+
+def _propose(
+    rng: np.random.Generator,
+    candidates: np.ndarray,
+    near: np.ndarray | None,
+    mask: np.ndarray,
+    centre: tuple[int, ...],
+    shape: tuple[int, ...],
+) -> tuple[int, ...]:
+    """A lesion centre: a random candidate, or (clustered) one that puts a random lesion voxel on a ``near`` voxel."""
+    if near is None or near.size == 0:
+        return np.unravel_index(int(candidates[rng.integers(candidates.size)]), shape)
+    target = np.unravel_index(int(near[rng.integers(near.size)]), shape)
+    voxels = np.argwhere(mask)
+    u = voxels[rng.integers(len(voxels))]
+    return tuple(int(t - (ui - ce)) for t, ui, ce in zip(target, u, centre))
 
 
 # ----------------------------------------------------------------------------------- intensity model
@@ -242,6 +276,7 @@ class LesionModel:
     size_distribution: str
     pareto_alpha: float
     non_touching: bool
+    clustering: float
     contrast: float
     small_contrast: float
     noise: float
@@ -260,6 +295,7 @@ class LesionModel:
         size_distribution: str = "loguniform",
         pareto_alpha: float = 1.0,
         non_touching: bool = True,
+        clustering: float = 0.0,
         contrast: float = -0.6,
         small_contrast: float = 0.4,
         noise: float = 0.08,
@@ -297,6 +333,7 @@ class LesionModel:
             size_distribution=dist,
             pareto_alpha=alpha,
             non_touching=touching,
+            clustering=check_float("clustering", clustering, lo=0.0, hi=1.0),
             contrast=c,
             small_contrast=check_float("small_contrast", small_contrast, lo=0.0, hi=1.0),
             noise=check_float("noise", noise, lo=0.0, hi=10.0),
@@ -340,7 +377,7 @@ class LesionModel:
             draw_volumes(rng, k, self.min_volume, self.max_volume, self.size_distribution, self.pareto_alpha)
         )[::-1]
         shapes = [lesion_shape(rng, v, d) for v in targets]
-        instances, placed = place_lesions(rng, inner, shapes, self.non_touching)
+        instances, placed = place_lesions(rng, inner, shapes, self.non_touching, clustering=self.clustering)
         volumes = np.bincount(instances.ravel(), minlength=len(placed) + 1)[1:]
 
         tissue = np.float32(1.0) + np.float32(self.texture) * _smooth_noise(rng, shape, 1.5)
@@ -391,6 +428,7 @@ def synthetic_lesions(
     size_distribution: str = "loguniform",
     pareto_alpha: float = 1.0,
     non_touching: bool = True,
+    clustering: float = 0.0,
     contrast: float = -0.6,
     small_contrast: float = 0.4,
     noise: float = 0.08,
@@ -414,6 +452,8 @@ def synthetic_lesions(
         size_distribution: ``"loguniform"`` or ``"pareto"`` (truncated, tail index ``pareto_alpha``).
         pareto_alpha: Pareto tail index in (0, 5]; larger means more small lesions.
         non_touching: keep a one-voxel gap between lesions, so lesions equal connected components.
+        clustering: probability in [0, 1] that a lesion is placed right next to an earlier one (with
+            ``non_touching``: a one-voxel gap, as periventricular lesion clusters; without: confluent lesions).
         contrast: relative intensity change of the largest lesions (negative: hypointense, like T1w stroke).
         small_contrast: contrast factor for the smallest lesions (rising log-linearly to 1 at ``max_volume``).
         noise: std of additive Gaussian noise (tissue mean is 1).
@@ -442,6 +482,7 @@ def synthetic_lesions(
         size_distribution=size_distribution,
         pareto_alpha=pareto_alpha,
         non_touching=non_touching,
+        clustering=clustering,
         contrast=contrast,
         small_contrast=small_contrast,
         noise=noise,
