@@ -19,7 +19,7 @@ reference behaviour and in the trainable centre mode with each ``tp_mode``) and 
   ==============  ==========================================================================================
 
 A term whose gradient is identically zero (for example the reference centre term, whose cube maps are
-constants, REFERENCE.md section 3) shows a norm of 0 and 0 % everywhere: it does not train the network.
+constants) shows a norm of 0 and 0 % everywhere: it does not train the network.
 
 Example:
     >>> from lossbench.audit import run_audit

@@ -69,7 +69,7 @@ def test_dice_gradient_matches_closed_form():
 
 
 def test_reference_instance_gradient_only_on_touching_components():
-    # REFERENCE.md section 2: the instance term's gradient reaches only voxels of prediction components that touch
+    # The published instance term's gradient reaches only voxels of prediction components that touch
     # a label instance; the missed instance B and the spurious S get exactly zero.
     sc = _tiny_scene()
     _, g = term_gradient_map(sc, "ici", "instance", reference=True)

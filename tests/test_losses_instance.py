@@ -1,7 +1,7 @@
 """ici / dici / blob / inverse_weighting against brute-force per-instance loops written here (scipy labelling).
 
 The oracles below loop over instances with ``scipy.ndimage.label`` and build every masked output explicitly,
-exactly as REFERENCE.md sections 2-6 describe; the vectorised losses must match them in value and gradient.
+exactly as the losses' docstrings describe the published code; the vectorised losses must match them in value and gradient.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference ICI code's labelling: iterative max-pool propagation (REFERENCE.md section 1).
+"""The public ICI code's labelling: iterative max-pool propagation for a fixed number of iterations.
 
 Each foreground voxel starts with its flat index within the image as id (background 0); each step
 replaces ids by the maximum over the full 3x3(x3) window, masked to the foreground. After a fixed

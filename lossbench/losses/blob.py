@@ -1,4 +1,4 @@
-r"""Blob loss (Kofler et al. 2022), REFERENCE.md section 5, vectorised over instances.
+r"""Blob loss (Kofler et al. 2022), vectorised over instances.
 
 .. math::
 

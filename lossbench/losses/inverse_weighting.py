@@ -1,4 +1,4 @@
-r"""Inverse weighting (Shirokikh et al. 2020), REFERENCE.md section 6.
+r"""Inverse weighting (Shirokikh et al. 2020).
 
 Per image (per training patch) and channel, from the label only: with ``N`` voxels and ``K`` label
 components (full connectivity by default), every voxel of component ``i`` (background included as

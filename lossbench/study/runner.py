@@ -5,7 +5,7 @@ cell folder without one is what a killed run left behind and is deleted and reco
 ``fresh=True`` deletes this study's run folder first; a folder owned by another study, or a non-empty
 folder that is not a lossbench run folder, is never deleted (``StudyError``).
 
-The report is *not* written here: ``lossbench.study`` never imports ``lossbench.report`` (DESIGN.md §1).
+The report is *not* written here: ``lossbench.study`` never imports ``lossbench.report`` (imports point one way).
 The ``run`` command (``lossbench.cli``) calls :func:`run_study` and then the report. ``report=True``
 here prints the per-loss summary of the finished cells (means over seeds) at the end of the run.
 
