@@ -21,7 +21,7 @@ print(f"label instances: {n_label}, prediction instances: {n_pred}")
 for cfg in [
     {"name": "dice"},
     {"name": "blob"},  # alpha=2, beta=1
-    {"name": "ici", "a": 0.25, "b": 0.5, "c": 0.25},  # lossbench defaults: -TP as Eq. 5, trainable centre
+    {"name": "ici", "a": 0.25, "b": 0.5, "c": 0.25},  # lossbench defaults: -TP as Eq. 5, trainable center
     {"name": "ici", "reference": True},  # the public code's behaviour
 ]:
     loss = build_loss(cfg)  # probabilities in (sigmoid=False, MONAI's default); use sigmoid=True for logits

@@ -78,7 +78,7 @@ def test_atlas_bids_layout(atlas):
     assert len(ds.train) + len(ds.val) + len(ds.test) == 6
     s = ds.train[0]
     assert s["image"].shape == s["label"].shape == (1, 16, 16, 16)
-    assert s["label"].sum() == 18  # centre pad keeps the whole lesion
+    assert s["label"].sum() == 18  # center pad keeps the whole lesion
 
 
 def test_size_crop_pad_and_resolution(folders):

@@ -121,8 +121,8 @@ def test_irregular_shapes_are_not_balls():
     rng = np.random.default_rng(5)
     fill = []
     for _ in range(20):
-        mask, centre = lesion_shape(rng, 800.0, 3)
-        assert mask[centre]
+        mask, center = lesion_shape(rng, 800.0, 3)
+        assert mask[center]
         assert label_components(mask[None], connectivity=1).counts[0] == 1
         fill.append(mask.sum() / mask.size)  # ball in its bounding box fills pi/6 ~ 0.52
     assert np.std(fill) > 0.03 and min(fill) < 0.45

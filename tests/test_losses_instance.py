@@ -1,7 +1,7 @@
 """ici / dici / blob / inverse_weighting against brute-force per-instance loops written here (scipy labelling).
 
 The oracles below loop over instances with ``scipy.ndimage.label`` and build every masked output explicitly,
-exactly as the losses' docstrings describe the published code; the vectorised losses must match them in value and gradient.
+as the losses' docstrings describe the published code; the vectorised losses must match them in value and gradient.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def o_ici(p, y, *, base="dice", tp_mode="remove_detached", center_mode="referenc
                 pv.append(o_base(base, pi, yi))
             pred_entries[c].extend(pv)
             pred_img.append(torch.stack(pv).mean())
-            # centre term
+            # center term
             lc = torch.zeros_like(pi)
             cnt = np.zeros(pi.shape, dtype=np.int64)
             vsum = torch.zeros_like(pi)
@@ -592,7 +592,7 @@ def test_trainable_center_zero_gradient_when_prediction_equals_label(center_path
     assert float(g.abs().max()) == 0.0
 
 
-def test_trainable_center_pushes_missed_instance_centre_up(center_path):
+def test_trainable_center_pushes_missed_instance_center_up(center_path):
     y = torch.zeros(1, 1, 20, 20, dtype=torch.float64)
     y[0, 0, 8:13, 8:13] = 1
     p = torch.full_like(y, 0.2, requires_grad=True)
@@ -785,11 +785,11 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
             spatial = spatial[:-1] + (int(rng.integers(60, 200)),)
         n_img, cube = int(rng.integers(1, 4)), int(rng.choice([1, 3, 7, 11, 31]))
         n_lc, n_pc = int(rng.integers(0, 10)), int(rng.integers(0, 20))
-        centres = torch.from_numpy(np.stack([rng.integers(0, s, size=n_lc + n_pc) for s in spatial], 1))
+        centers = torch.from_numpy(np.stack([rng.integers(0, s, size=n_lc + n_pc) for s in spatial], 1))
         img = torch.from_numpy(rng.integers(0, n_img, size=n_lc + n_pc))
         k = min(n_lc, n_pc) // 2  # some prediction cubes equal to label cubes
-        centres[n_lc : n_lc + k], img[n_lc : n_lc + k] = centres[:k], img[:k]
-        lo, hi = geometry.cube_bounds(centres.reshape(-1, nd), spatial, cube)
+        centers[n_lc : n_lc + k], img[n_lc : n_lc + k] = centers[:k], img[:k]
+        lo, hi = geometry.cube_bounds(centers.reshape(-1, nd), spatial, cube)
         n_lv = int((hi - lo).clamp(min=0).prod(1)[:n_lc].sum())
         for detail in ("counts", "voxels", "weights"):
             np_args = (lo.numpy(), hi.numpy(), img.numpy(), n_lc, n_img, spatial, detail)
@@ -821,11 +821,11 @@ def test_sparse_center_geometry_row_bitmaps_equal_voxel_listing(seed):
 )
 def test_linear_terms_equal_general_terms(name, base):
     """The two-stage slot sums of a linear base against the per-voxel general implementation: values and gradients,
-    every tp_mode, both centre modes, both reductions, probabilities and logits."""
+    every tp_mode, both center modes, both reductions, probabilities and logits."""
     import lossbench.losses.ici.terms as terms_mod
 
-    # label blobs; the prediction shifts some, misses one (label-only centre voxels) and adds spurious ones
-    # (prediction-only centre voxels, overlapping cubes), with low noise so that no noise voxel crosses 0.5
+    # label blobs; the prediction shifts some, misses one (label-only center voxels) and adds spurious ones
+    # (prediction-only center voxels, overlapping cubes), with low noise so that no noise voxel crosses 0.5
     rng = np.random.default_rng(51)
     y = np.zeros((2, 1, 18, 20, 16), dtype=bool)
     pm = np.zeros(y.shape)

@@ -365,13 +365,13 @@ def test_regions_at_tree_finds_every_tie_beyond_the_nearest_few(monkeypatch, k):
 
     if k is not None:  # fetch one site per query: every tie then needs the ball query
         monkeypatch.setattr(nearest, "_K", k)
-    # the 12 lattice points with x^2 + y^2 = 25 around the centre (5, 5): one of component 1, eleven of component 2
+    # the 12 lattice points with x^2 + y^2 = 25 around the center (5, 5): one of component 1, eleven of component 2
     pts = [(x, y) for x in range(-5, 6) for y in range(-5, 6) if x * x + y * y == 25]
     sites = np.array([(x + 5, y + 5) for x, y in pts])
     ids = np.full(len(sites), 2)
     ids[5] = 1
     got = regions_at(sites, ids, np.array([[5, 5], [5, 4]]), method="tree")
-    # (5, 4) is strictly nearer to the site (5, 0) = pts[...] below the centre than to any other
+    # (5, 4) is strictly nearer to the site (5, 0) = pts[...] below the center than to any other
     assert got[0] == 1
     assert got[1] == ids[np.argmin(((sites - [5, 4]) ** 2).sum(1))]
 

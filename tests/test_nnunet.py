@@ -123,7 +123,7 @@ def test_activation_options_are_the_trainers():
 
 
 def _away_from_the_seam(seed_a: int, seed_b: int) -> torch.Tensor:
-    """Two images of blobs in the first half of the last axis, so that ICI's centre cubes (half-width 3) end
+    """Two images of blobs in the first half of the last axis, so that ICI's center cubes (half-width 3) end
     before x = 8, where the ignored slab is appended."""
     m = torch.cat([_blobs((8, 8, 8), seed_a), _blobs((8, 8, 8), seed_b)])[:, None]
     m[..., 4:] = False
@@ -133,7 +133,7 @@ def _away_from_the_seam(seed_a: int, seed_b: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["dice", "blob", "ici", "dici"])
 def test_ignored_voxels_count_as_removed_for_dice_type_losses(name):
     """A slab of ignored voxels appended to a volume leaves every Dice-type sum unchanged: the loss equals the
-    loss of the volume without the slab, and the slab gets no gradient. (8 -> 11 voxels keeps ICI's centre cube
+    loss of the volume without the slab, and the slab gets no gradient. (8 -> 11 voxels keeps ICI's center cube
     half-widths, which follow the image shape: ceil(8 / 11 * 3) = ceil(8 / 8 * 3) = 3.)"""
     out = _logits((2, 2, 8, 8, 8), 4)
     target = _away_from_the_seam(5, 6).to(torch.int16)
@@ -553,7 +553,7 @@ def _write_raw_dataset(raw: Path, n_cases: int = N_CASES) -> None:
     Labels hold balls of radius 1-4 (several instances of different sizes per case); the image is label + noise
     + 10, nonzero everywhere so that nnU-Net's crop to the nonzero region keeps the whole image. The validation
     case keeps every lesion voxel at coordinates <= 16 on every axis: nnU-Net's validation loader then crops the
-    whole image for both samples of the batch (a foreground-centred 32^3 crop starts at max(0, voxel - 16) = 0),
+    whole image for both samples of the batch (a foreground-centerd 32^3 crop starts at max(0, voxel - 16) = 0),
     so the validation batch is known to the test.
     """
     import nibabel as nib
@@ -567,8 +567,8 @@ def _write_raw_dataset(raw: Path, n_cases: int = N_CASES) -> None:
         label = np.zeros((SIZE,) * 3, np.uint8)
         hi = 13 if i == 0 else SIZE - 5
         for radius in (1, 2, 3, 4):
-            centre = rng.integers(4, hi, size=3)[:, None, None, None]
-            label[((grid - centre) ** 2).sum(0) <= radius * radius] = 1
+            center = rng.integers(4, hi, size=3)[:, None, None, None]
+            label[((grid - center) ** 2).sum(0) <= radius * radius] = 1
         image = (label * 2.0 + rng.normal(0.0, 1.0, label.shape) + 10.0).astype(np.float32)
         nib.save(nib.Nifti1Image(image, np.eye(4)), folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
         nib.save(nib.Nifti1Image(label, np.eye(4)), folder / "labelsTr" / f"case_{i:03d}.nii.gz")

@@ -88,7 +88,7 @@ def test_box_voxels_matches_render_boxes(shape, numpy_on_cpu):
     assert (coords[:, 0] == img[box].numpy()).all()
     assert ((coords[:, 1:] >= lo[box].numpy()) & (coords[:, 1:] < hi[box].numpy())).all()
     assert box_voxels(lo[:0], hi[:0], img[:0], shape[1:])[0].numel() == 0
-    # both paths list the same voxels in the same order (the centre term's sums depend on it)
+    # both paths list the same voxels in the same order (the center term's sums depend on it)
     with torch_only() if numpy_on_cpu else contextlib.nullcontext():
         other = box_voxels(lo, hi, img, shape[1:])
     assert torch.equal(other[0], flat) and torch.equal(other[1], box)
@@ -153,20 +153,20 @@ def test_cube_coverage_matches_render_boxes(shape, half, dtype):
     rng = np.random.default_rng(23)
     nd = len(shape) - 1
     n = 30
-    # centres anywhere, also outside the image (boxes partly or wholly outside)
-    centre = torch.from_numpy(np.stack([rng.integers(-h - 3, s + h + 3, n) for s, h in zip(shape[1:], half)], 1))
+    # centers anywhere, also outside the image (boxes partly or wholly outside)
+    center = torch.from_numpy(np.stack([rng.integers(-h - 3, s + h + 3, n) for s, h in zip(shape[1:], half)], 1))
     img = torch.from_numpy(rng.integers(0, shape[0], n))
     h = torch.tensor(half)
     size = torch.tensor(shape[1:])
-    hi = torch.minimum((centre + h + 1).clamp(min=0), size)
-    lo = torch.minimum((centre - h).clamp(min=0), hi)
+    hi = torch.minimum((center + h + 1).clamp(min=0), size)
+    lo = torch.minimum((center - h).clamp(min=0), hi)
     count, _ = render_boxes(lo, hi, img, shape)
     expected = count > 0 if dtype == torch.bool else count.to(dtype)
-    assert torch.equal(cube_coverage(centre, img, half, shape, dtype), expected)
+    assert torch.equal(cube_coverage(center, img, half, shape, dtype), expected)
     # through a caller's work buffer, twice (the second call reuses it)
     work = torch.full((2 * coverage_work_size(shape, half),), 7, dtype=torch.int8).to(dtype)
-    assert torch.equal(cube_coverage(centre, img, half, shape, dtype, work=work), expected)
-    assert torch.equal(cube_coverage(centre[:0], img[:0], half, shape, dtype, work=work).long().sum(), torch.tensor(0))
+    assert torch.equal(cube_coverage(center, img, half, shape, dtype, work=work), expected)
+    assert torch.equal(cube_coverage(center[:0], img[:0], half, shape, dtype, work=work).long().sum(), torch.tensor(0))
     assert nd == len(half)
 
 
@@ -205,10 +205,10 @@ def test_popcount_without_numpy_bitwise_count(monkeypatch):
     assert popcount(words.reshape(5, 1)).shape == (5, 1)
 
 
-def _brute_box_sum(values, centre, image, half):
+def _brute_box_sum(values, center, image, half):
     """Sum of values over every box |x - c| <= half (truncated at the border), by slicing."""
     out = []
-    for c, b in zip(centre.tolist(), image.tolist()):
+    for c, b in zip(center.tolist(), image.tolist()):
         sl = tuple(slice(max(ci - h, 0), max(ci + h + 1, 0)) for ci, h in zip(c, half))
         out.append(float(values[b][sl].sum()))
     return torch.tensor(out, dtype=values.dtype)
@@ -221,14 +221,14 @@ def test_box_sums_match_slicing(shape, half):
     rng = np.random.default_rng(31)
     values = torch.from_numpy(rng.random(shape))
     n = 25
-    # centres inside the image and one voxel outside it on either side (the center cubes' reach)
-    centre = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
+    # centers inside the image and one voxel outside it on either side (the center cubes' reach)
+    center = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
     image = torch.from_numpy(rng.integers(0, shape[0], n))
-    expected = _brute_box_sum(values, centre, image, half)
+    expected = _brute_box_sum(values, center, image, half)
     grid, inner = box_grid(shape, half, torch.float64, values.device)
     inner.copy_(values)
-    assert torch.allclose(box_sums(grid, centre, image, half), expected, rtol=1e-12, atol=1e-12)
-    assert box_sums(grid, centre[:0], image[:0], half).numel() == 0
+    assert torch.allclose(box_sums(grid, center, image, half), expected, rtol=1e-12, atol=1e-12)
+    assert box_sums(grid, center[:0], image[:0], half).numel() == 0
 
 
 @pytest.mark.parametrize("numpy_path", [True, False])
@@ -243,31 +243,31 @@ def test_inverse_coverage_sums_match_brute_force(half, method, numpy_path, monke
     rng = np.random.default_rng(8)
     spatial, n_img = (11, 12, 13), 2
     shape = (n_img, *spatial)
-    centre_l = torch.from_numpy(np.stack([rng.integers(0, s, 9) for s in spatial], 1))
-    centre_p = torch.from_numpy(np.stack([rng.integers(-1, s, 40) for s in spatial], 1))
+    center_l = torch.from_numpy(np.stack([rng.integers(0, s, 9) for s in spatial], 1))
+    center_p = torch.from_numpy(np.stack([rng.integers(-1, s, 40) for s in spatial], 1))
     img_l, img_p = torch.from_numpy(rng.integers(0, n_img, 9)), torch.from_numpy(rng.integers(0, n_img, 40))
     size = coverage_work_size(shape, half)
-    dtype = coverage_dtype(centre_p, img_p, half, n_img)
+    dtype = coverage_dtype(center_p, img_p, half, n_img)
     assert dtype == torch.uint8
     work_l, work_p = torch.empty(2 * size, dtype=torch.bool), torch.empty(2 * size, dtype=dtype)
-    in_l = cube_coverage(centre_l, img_l, half, shape, torch.bool, work=work_l)
-    count = cube_coverage(centre_p, img_p, half, shape, dtype, work=work_p)
+    in_l = cube_coverage(center_l, img_l, half, shape, torch.bool, work=work_l)
+    count = cube_coverage(center_p, img_p, half, shape, dtype, work=work_p)
     skip = work_l[:size] if in_l.storage_offset() < size else work_l[size:]
     counts = work_p[:size] if count.storage_offset() < size else work_p[size:]
     inverse = torch.where(~in_l & (count > 0), 1.0 / count.double().clamp(min=1), 0.0)
-    expected = _brute_box_sum(inverse, centre_p, img_p, half)
+    expected = _brute_box_sum(inverse, center_p, img_p, half)
     with contextlib.nullcontext() if numpy_path else torch_only():
-        got = inverse_coverage_sums(skip.clone(), counts, centre_p, img_p, half, spatial)
+        got = inverse_coverage_sums(skip.clone(), counts, center_p, img_p, half, spatial)
     assert expected.sum() > 0 and torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_coverage_dtype_widens_when_a_slab_holds_many_centres():
-    """More than 255 box centres within 2 half + 1 planes of one image: a byte could overflow, int32 is chosen."""
-    centre = torch.tensor([[5, 1, 1]] * 200 + [[7, 2, 2]] * 100)
+def test_coverage_dtype_widens_when_a_slab_holds_many_centers():
+    """More than 255 box centers within 2 half + 1 planes of one image: a byte could overflow, int32 is chosen."""
+    center = torch.tensor([[5, 1, 1]] * 200 + [[7, 2, 2]] * 100)
     image = torch.zeros(300, dtype=torch.int64)
-    assert coverage_dtype(centre, image, (1, 1, 1), 1) == torch.int32  # planes 5 and 7 lie within 3 planes
-    assert coverage_dtype(centre, image, (0, 1, 1), 1) == torch.uint8  # 200 and 100 centres, in separate planes
-    counts = cube_coverage(centre, image, (1, 1, 1), (1, 9, 5, 5), torch.int32)
+    assert coverage_dtype(center, image, (1, 1, 1), 1) == torch.int32  # planes 5 and 7 lie within 3 planes
+    assert coverage_dtype(center, image, (0, 1, 1), 1) == torch.uint8  # 200 and 100 centers, in separate planes
+    counts = cube_coverage(center, image, (1, 1, 1), (1, 9, 5, 5), torch.int32)
     assert int(counts.max()) == 300
 
 
@@ -276,16 +276,16 @@ def test_covering_sums_match_brute_force_in_value_and_gradient(shape, half):
     """Per position, the sum of the values of the boxes that cover it (and its gradient) against a dense render."""
     rng = np.random.default_rng(41)
     n = 15
-    centre = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
+    center = torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in shape[1:]], 1))
     image = torch.from_numpy(rng.integers(0, shape[0], n))
     positions = torch.from_numpy(np.sort(rng.choice(int(np.prod(shape)), 40, replace=False)))
     values = torch.rand(n, dtype=torch.float64, requires_grad=True)
     h = torch.tensor(half)
-    hi = torch.minimum((centre + h + 1).clamp(min=0), torch.tensor(shape[1:]))
-    lo = torch.minimum((centre - h).clamp(min=0), hi)
+    hi = torch.minimum((center + h + 1).clamp(min=0), torch.tensor(shape[1:]))
+    lo = torch.minimum((center - h).clamp(min=0), hi)
     _, dense = render_boxes(lo, hi, image, shape, values=values)
     expected = dense.reshape(-1)[positions]
-    got = covering_sums(values, centre, image, half, shape, positions)
+    got = covering_sums(values, center, image, half, shape, positions)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
     weights = torch.rand(40, dtype=torch.float64)
     g1 = torch.autograd.grad((got * weights).sum(), values)[0]

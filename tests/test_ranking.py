@@ -60,7 +60,7 @@ TABLE4 = [
     (A111, "1.75", [(0.5790, 3), (11564.10, 2), (0.4480, 1), (4.7800, 1)]),
     (AQ, "2.50", [(0.5817, 1), (11588.88, 3), (0.4256, 4), (4.9867, 2)]),
 ]
-# Table 5 (Appendix I): a=b=c=1 with centre cube sizes 3..63; the two "Losses" columns are Center and Blob.
+# Table 5 (Appendix I): a=b=c=1 with center cube sizes 3..63; the two "Losses" columns are Center and Blob.
 T5_COLS = ["DSC", "Missed Instances", "False Instances", "Center loss", "Blob loss"]
 T5_DIRS = dict(zip(T5_COLS, ["max", "min", "min", "min", "min"]))
 TABLE5 = [

@@ -83,11 +83,11 @@ def corner_voxels(size: int = 16, spatial_dims: int = 2) -> np.ndarray:
 
 
 def blobs_mask(shape: tuple[int, ...], n: int, radius: float = 2.5, seed: int = 0) -> np.ndarray:
-    """``n`` small balls at random, non-overlapping-ish centres (about ``n`` components), for benchmarks."""
+    """``n`` small balls at random, non-overlapping-ish centers (about ``n`` components), for benchmarks."""
     rng = np.random.default_rng(seed)
     m = np.zeros(shape, dtype=bool)
     r = int(np.ceil(radius))
-    # squared distance to the centre over the (2r+1)^d window around it (the window always fits in the image)
+    # squared distance to the center over the (2r+1)^d window around it (the window always fits in the image)
     d2 = sum(o**2 for o in np.ogrid[tuple(slice(-r, r + 1) for _ in shape)])
     ball = d2 <= radius**2
     for _ in range(n):

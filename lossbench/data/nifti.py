@@ -17,7 +17,7 @@ same file-name prefix (the subject id)::
 All pairs are found and their headers are checked when the dataset is built (missing partners and shape
 mismatches raise :class:`~lossbench.errors.DataError` listing the subjects); voxel data is read when a subject
 is accessed (the subject lists are lazy), when masks are also checked to be binary. Each subject is then
-optionally resampled to ``resolution`` mm (image: linear, mask: linear then ``>= 0.5``) and centre-cropped or
+optionally resampled to ``resolution`` mm (image: linear, mask: linear then ``>= 0.5``) and center-cropped or
 zero-padded to ``size``. Splits come from a JSON ``split_file`` (``{"train": [ids], "val": [...],
 "test": [...]}``) or from a seeded permutation of the sorted ids.
 """
@@ -148,7 +148,7 @@ def _squeeze(shape: tuple[int, ...], spatial_dims: int, path: Path) -> tuple[int
 
 
 def _fit(vol: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Centre-crop or zero-pad ``vol`` to ``shape``."""
+    """Center-crop or zero-pad ``vol`` to ``shape``."""
     out = np.zeros(shape, dtype=vol.dtype)
     src, dst = [], []
     for n, m in zip(vol.shape, shape):
@@ -218,7 +218,7 @@ def nifti_folder(
         image_suffix: image file-name suffix before the extension (default ``""``; ``"_T1w"`` for atlas).
         label_suffix: mask suffix (default ``""``; ``"_label-L_desc-T1lesion_mask"`` for atlas).
         spatial_dims: 3, or 2 for 2D NIfTI files (trailing singleton axes are dropped).
-        size: output shape (int or list), centre-cropped/zero-padded; ``None`` keeps the (resampled) shape,
+        size: output shape (int or list), center-cropped/zero-padded; ``None`` keeps the (resampled) shape,
             which then must agree across subjects.
         resolution: target voxel size in mm (number or one per axis); ``None`` keeps the voxel grid.
         binarize: treat every non-zero mask value as foreground; if False, masks must be 0/1.

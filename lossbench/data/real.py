@@ -11,7 +11,7 @@
 * :func:`brain_lesions`: real brain anatomy, the ICBM 2009a symmetric MNI152 T1 template with its white and
   grey matter probability maps that ``nilearn`` ships in ``nilearn/datasets/data`` (read with ``nibabel``),
   resampled to ``resolution`` mm and cropped to the brain; each subject gets synthetic hypointense lesions of
-  heavy-tailed sizes centred in white matter (the ATLAS task is T1w stroke lesion segmentation), a smooth
+  heavy-tailed sizes centerd in white matter (the ATLAS task is T1w stroke lesion segmentation), a smooth
   bias field and noise. All subjects share the anatomy; lesions, bias and noise differ.
 
 Both return a :class:`~lossbench.data.base.SegmentationDataset`; a missing ``tifffile``/``stardist``/
@@ -266,7 +266,7 @@ def load_mni_template(resolution: float = 2.0) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _fit(vol: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Centre-crop or zero-pad ``vol`` to ``shape``."""
+    """Center-crop or zero-pad ``vol`` to ``shape``."""
     out = np.zeros(shape, dtype=vol.dtype)
     src, dst = [], []
     for n, m in zip(vol.shape, shape):
@@ -303,7 +303,7 @@ def brain_lesions(
 ) -> SegmentationDataset:
     """Real MNI152 brain anatomy with synthetic hypointense white-matter lesions of heavy-tailed sizes (3D).
 
-    Lesions are drawn as in :mod:`lossbench.data.synthetic` (volumes in voxels at ``resolution``), centred on
+    Lesions are drawn as in :mod:`lossbench.data.synthetic` (volumes in voxels at ``resolution``), centerd on
     voxels with white matter probability > 0.5 and kept inside the brain (WM + GM probability > 0.5). A lesion
     multiplies the T1 by ``1 + blur(c_k)`` with ``c_k = contrast * (small_contrast + (1 - small_contrast) * s_k)``
     (``s_k`` = log-position of the lesion volume in ``[min_volume, max_volume]``), then a bias field
@@ -311,7 +311,7 @@ def brain_lesions(
 
     Args:
         resolution: voxel size in mm in [1, 4] (2 mm gives a 74x91x78 brain box; the paper's ATLAS data is 1 mm).
-        size: output shape (int or 3 ints >= 16), centre-cropped/zero-padded from the brain bounding box;
+        size: output shape (int or 3 ints >= 16), center-cropped/zero-padded from the brain bounding box;
             ``None`` pads the bounding box up to multiples of 16 (80x96x80 at 2 mm).
         n_train: number of training subjects (>= 1).
         n_val: number of validation subjects (>= 0).
@@ -423,7 +423,7 @@ class _LesionParams:
 
 @dataclass(frozen=True)
 class _Anatomy:
-    """The template fitted to the output shape: T1, brain mask and the voxels where lesions may be centred."""
+    """The template fitted to the output shape: T1, brain mask and the voxels where lesions may be centerd."""
 
     t1: np.ndarray
     brain: np.ndarray
@@ -450,7 +450,7 @@ def _lesion_subject(p: _LesionParams, a: _Anatomy, split: str, index: int) -> tu
     k = int(rng.integers(p.lo, p.hi + 1))
     targets = np.sort(draw_volumes(rng, k, p.vmin, p.vmax, p.dist, p.alpha))[::-1]
     shapes = [lesion_shape(rng, v, 3) for v in targets]
-    instances, placed = place_lesions(rng, a.brain, shapes, p.non_touching, centres=a.centers)
+    instances, placed = place_lesions(rng, a.brain, shapes, p.non_touching, centers=a.centers)
     image = a.t1.copy()
     if placed:
         s = np.clip(np.log(targets[placed] / p.vmin) / np.log(p.vmax / p.vmin), 0.0, 1.0)

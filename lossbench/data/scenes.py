@@ -10,7 +10,7 @@ cubic image; default 64 in 2D and 32 in 3D) and returns a :class:`Scene`:
 
 No batch or channel axis is added; :meth:`Scene.tensors` returns ``(1, 1, *spatial)`` torch tensors for losses.
 
-Geometry is laid out in fractions of ``size`` (centres are rounded to voxels, radii never fall below half a
+Geometry is laid out in fractions of ``size`` (centers are rounded to voxels, radii never fall below half a
 voxel, so the smallest instances are single voxels at small sizes), and the number of instances and which
 prediction instance touches which label instance do not depend on ``size`` (nor on the connectivity) for
 every ``size >= MIN_SIZE``. In 3D the same layout is used with balls placed in the middle slab, so a 3D scene
@@ -144,14 +144,14 @@ def _check(spatial_dims: int, size: int | None, min_size: int = MIN_SIZE) -> int
     return int(size)
 
 
-def _ellipsoid(size: int, spatial_dims: int, centre: tuple[float, float], radii: tuple[float, float]) -> np.ndarray:
+def _ellipsoid(size: int, spatial_dims: int, center: tuple[float, float], radii: tuple[float, float]) -> np.ndarray:
     """Bool mask of an axis-aligned ellipse/ellipsoid given in fractions of ``size``.
 
-    ``centre`` and ``radii`` are ``(y, x)`` fractions; in 3D the centre's z is the middle slice and the z radius
-    equals the y radius. The centre is rounded to a voxel and radii are at least half a voxel, so the mask is
+    ``center`` and ``radii`` are ``(y, x)`` fractions; in 3D the center's z is the middle slice and the z radius
+    equals the y radius. The center is rounded to a voxel and radii are at least half a voxel, so the mask is
     never empty.
     """
-    c = [round(f * (size - 1)) for f in centre]
+    c = [round(f * (size - 1)) for f in center]
     r = [max(f * size, 0.5) for f in radii]
     if spatial_dims == 3:
         c = [(size - 1) // 2, *c]
@@ -161,24 +161,24 @@ def _ellipsoid(size: int, spatial_dims: int, centre: tuple[float, float], radii:
     return d2 <= 1.0
 
 
-def _ball(size: int, spatial_dims: int, centre: tuple[float, float], radius: float) -> np.ndarray:
-    return _ellipsoid(size, spatial_dims, centre, (radius, radius))
+def _ball(size: int, spatial_dims: int, center: tuple[float, float], radius: float) -> np.ndarray:
+    return _ellipsoid(size, spatial_dims, center, (radius, radius))
 
 
 def _union(size: int, spatial_dims: int, blobs: list[tuple[tuple[float, float], float]]) -> np.ndarray:
     m = np.zeros((size,) * spatial_dims, dtype=bool)
-    for centre, radius in blobs:
-        m |= _ball(size, spatial_dims, centre, radius)
+    for center, radius in blobs:
+        m |= _ball(size, spatial_dims, center, radius)
     return m
 
 
 def _paint(
     size: int, spatial_dims: int, blobs: list[tuple[tuple[float, float], float, float]], background: float = BACKGROUND
 ) -> np.ndarray:
-    """Probability map: ``background`` everywhere, each ball ``(centre, radius, prob)`` painted with ``prob``."""
+    """Probability map: ``background`` everywhere, each ball ``(center, radius, prob)`` painted with ``prob``."""
     p = np.full((size,) * spatial_dims, background, dtype=np.float32)
-    for centre, radius, prob in blobs:
-        p[_ball(size, spatial_dims, centre, radius)] = prob
+    for center, radius, prob in blobs:
+        p[_ball(size, spatial_dims, center, radius)] = prob
     return p
 
 

@@ -17,8 +17,8 @@ Generative model of one subject (every random choice comes from a generator seed
 
 4. **Shape** of a lesion of volume ``V``: a randomly rotated ellipsoid with jittered axes (ratio up to ~2.7)
    holding most of the volume, united with up to 3 smaller rotated ellipsoid lobes attached to it; only the
-   face-connected part containing the centre is kept, so each lesion is one component for any connectivity.
-5. **Placement**: largest first, at a random centre such that the lesion stays inside the body; with
+   face-connected part containing the center is kept, so each lesion is one component for any connectivity.
+5. **Placement**: largest first, at a random center such that the lesion stays inside the body; with
    ``non_touching=True`` a lesion may not touch (not even diagonally) an earlier one, so lesions and connected
    components coincide for every connectivity. With probability ``clustering`` a lesion is instead placed next
    to an earlier one (one of its voxels within two voxels of it: a one-voxel gap with ``non_touching``, touching
@@ -117,8 +117,8 @@ def _axes(rng: np.random.Generator, d: int) -> np.ndarray:
 def lesion_shape(rng: np.random.Generator, volume: float, spatial_dims: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Rasterise one irregular lesion of about ``volume`` voxels.
 
-    A rotated ellipsoid with jittered axes plus 0-3 smaller rotated lobes centred inside it (lesions under 10
-    voxels get no lobes); only the face-connected part containing the centre voxel is kept.
+    A rotated ellipsoid with jittered axes plus 0-3 smaller rotated lobes centerd inside it (lesions under 10
+    voxels get no lobes); only the face-connected part containing the center voxel is kept.
 
     Args:
         rng: random generator.
@@ -126,8 +126,8 @@ def lesion_shape(rng: np.random.Generator, volume: float, spatial_dims: int) -> 
         spatial_dims: 2 or 3.
 
     Returns:
-        ``(mask, centre)``: a bool array cropped to the lesion's bounding box (never empty, one face-connected
-        component) and the index of the lesion centre inside it.
+        ``(mask, center)``: a bool array cropped to the lesion's bounding box (never empty, one face-connected
+        component) and the index of the lesion center inside it.
     """
     d = spatial_dims
     unit = math.pi if d == 2 else 4.0 / 3.0 * math.pi
@@ -161,18 +161,18 @@ def place_lesions(
     allowed: np.ndarray,
     shapes: list[tuple[np.ndarray, tuple[int, ...]]],
     non_touching: bool = True,
-    centres: np.ndarray | None = None,
+    centers: np.ndarray | None = None,
     *,
     clustering: float = 0.0,
 ) -> tuple[np.ndarray, list[int]]:
-    """Place lesion masks at random centres so that each lies inside ``allowed``.
+    """Place lesion masks at random centers so that each lies inside ``allowed``.
 
     Args:
         rng: random generator.
         allowed: bool array (spatial): where lesion voxels may be.
-        shapes: ``(mask, centre)`` pairs from :func:`lesion_shape`, placed in the given order.
+        shapes: ``(mask, center)`` pairs from :func:`lesion_shape`, placed in the given order.
         non_touching: if True, a lesion may not touch an earlier one, not even at a corner (one voxel gap).
-        centres: optional bool array: where lesion centres may be (default: anywhere in ``allowed``).
+        centers: optional bool array: where lesion centers may be (default: anywhere in ``allowed``).
         clustering: probability that a lesion after the first is placed right next to an earlier one: one of its
             voxels lands within two voxels (Chebyshev) of an earlier lesion, so with ``non_touching`` the two are
             separated by a one-voxel gap (separate components, which a prediction one voxel too wide bridges) and
@@ -186,18 +186,18 @@ def place_lesions(
     d = len(shape)
     instances = np.zeros(shape, dtype=np.int32)
     blocked = np.zeros(shape, dtype=bool)
-    candidates = np.flatnonzero(allowed if centres is None else (centres & allowed))
+    candidates = np.flatnonzero(allowed if centers is None else (centers & allowed))
     placed: list[int] = []
     if candidates.size == 0:
         return instances, placed
     full = np.ones((3,) * d, dtype=bool)
-    for i, (mask, centre) in enumerate(shapes):
+    for i, (mask, center) in enumerate(shapes):
         near = None
         if clustering > 0 and placed and rng.random() < clustering:
             near = _near_voxels(instances, blocked, allowed, full)
         for _ in range(_MAX_TRIES):
-            c = _propose(rng, candidates, near, mask, centre, shape)
-            lo = [ci - ce for ci, ce in zip(c, centre)]
+            c = _propose(rng, candidates, near, mask, center, shape)
+            lo = [ci - ce for ci, ce in zip(c, center)]
             hi = [a + m for a, m in zip(lo, mask.shape)]
             if any(a < 0 for a in lo) or any(b > s for b, s in zip(hi, shape)):
                 continue
@@ -227,16 +227,16 @@ def _propose(
     candidates: np.ndarray,
     near: np.ndarray | None,
     mask: np.ndarray,
-    centre: tuple[int, ...],
+    center: tuple[int, ...],
     shape: tuple[int, ...],
 ) -> tuple[int, ...]:
-    """A lesion centre: a random candidate, or (clustered) one that puts a random lesion voxel on a ``near`` voxel."""
+    """A lesion center: a random candidate, or (clustered) one that puts a random lesion voxel on a ``near`` voxel."""
     if near is None or near.size == 0:
         return np.unravel_index(int(candidates[rng.integers(candidates.size)]), shape)
     target = np.unravel_index(int(near[rng.integers(near.size)]), shape)
     voxels = np.argwhere(mask)
     u = voxels[rng.integers(len(voxels))]
-    return tuple(int(t - (ui - ce)) for t, ui, ce in zip(target, u, centre))
+    return tuple(int(t - (ui - ce)) for t, ui, ce in zip(target, u, center))
 
 
 # ----------------------------------------------------------------------------------- intensity model
@@ -367,10 +367,10 @@ class LesionModel:
         d, shape = self.spatial_dims, self.shape
         grids = np.ogrid[tuple(slice(0, s) for s in shape)]
         semi = [s * rng.uniform(0.40, 0.46) for s in shape]
-        centre = [(s - 1) / 2 + rng.uniform(-2, 2) for s in shape]
-        r2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grids, centre, semi))
+        center = [(s - 1) / 2 + rng.uniform(-2, 2) for s in shape]
+        r2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grids, center, semi))
         body = r2 <= 1.0
-        inner = sum(((g - c) / max(a - 3, 1.0)) ** 2 for g, c, a in zip(grids, centre, semi)) <= 1.0
+        inner = sum(((g - c) / max(a - 3, 1.0)) ** 2 for g, c, a in zip(grids, center, semi)) <= 1.0
 
         k = int(rng.integers(self.n_lesions[0], self.n_lesions[1] + 1))
         targets = np.sort(

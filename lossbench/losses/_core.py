@@ -264,7 +264,7 @@ def check_activation(sigmoid: Any, softmax: Any, include_background: Any, to_one
 
 
 def _binary_mask(t: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``(t == 1, every entry is 0 or 1)`` for a floating tensor; CPU tensors through numpy (cheaper there than torch's comparisons)."""
+    """``(t == 1, every entry is 0 or 1)`` for a floating tensor; CPU tensors through numpy (cheaper there)."""
     if use_numpy(t):
         a = t.numpy()
         ones = a == 1

@@ -1,6 +1,6 @@
 """Axis-aligned boxes on a batch of images: their voxels, how many cover each voxel, and sums over them.
 
-A box is given by its integer centre and a half width per axis: it covers ``|x_d - centre_d| <= half_d`` on every
+A box is given by its integer center and a half width per axis: it covers ``|x_d - center_d| <= half_d`` on every
 axis, truncated at the image border (:func:`cube_coverage`, :func:`box_sums`, :func:`inverse_coverage_sums`), or by
 its corners ``lo <= x < hi`` (:func:`box_voxels`). Positions are flat indices into the flattened ``(B, *spatial)``
 batch; ``image`` gives each box's image.
@@ -154,7 +154,7 @@ def coverage_work_size(shape: tuple[int, ...], half: tuple[int, ...]) -> int:
 
 
 def cube_coverage(
-    centre: torch.Tensor,
+    center: torch.Tensor,
     image: torch.Tensor,
     half: tuple[int, ...],
     shape: tuple[int, ...],
@@ -163,16 +163,16 @@ def cube_coverage(
     work: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """How many boxes ``[centre - half, centre + half]`` (per axis, truncated at the border) cover every voxel.
+    """How many boxes ``[center - half, center + half]`` (per axis, truncated at the border) cover every voxel.
 
-    A box covers voxel x iff ``|x_d - centre_d| <= half_d`` on every axis, so the count map is the histogram of
-    the centres filtered by a ``(2 half + 1)``-wide window on every axis (:func:`window_sums` on a padded grid).
+    A box covers voxel x iff ``|x_d - center_d| <= half_d`` on every axis, so the count map is the histogram of
+    the centers filtered by a ``(2 half + 1)``-wide window on every axis (:func:`window_sums` on a padded grid).
     Cost O(voxels * sum(half)) in contiguous integer adds plus O(boxes), independent of how many boxes there are
     or how much they overlap; with ``dtype=torch.bool`` only whether any box covers the voxel, in about
     ``log2(2 half + 1)`` byte-wide passes per axis.
 
     Args:
-        centre: int64 ``(N, ndim)`` box centres (may lie outside the image; boxes missing it are ignored).
+        center: int64 ``(N, ndim)`` box centers (may lie outside the image; boxes missing it are ignored).
         image: int64 ``(N,)`` image index of every box.
         half: half width per axis.
         shape: ``(B, *spatial)``.
@@ -189,10 +189,10 @@ def cube_coverage(
     """
     batch, spatial = shape[0], tuple(shape[1:])
     ndim = len(spatial)
-    dev = centre.device
+    dev = center.device
     half_t = torch.tensor(half, dtype=torch.int64, device=dev)
     size_t = torch.tensor(spatial, dtype=torch.int64, device=dev)
-    # padded grid: index j = centre + half + 1 along each axis; voxel x reads the window starting at x + 1
+    # padded grid: index j = center + half + 1 along each axis; voxel x reads the window starting at x + 1
     padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
     strides = tuple(math.prod(padded[d + 1 :]) for d in range(ndim))
     size = coverage_work_size(shape, half)
@@ -200,8 +200,8 @@ def cube_coverage(
         work = torch.empty(2 * size, dtype=dtype, device=dev)
     hist, scratch = work[:size], work[size : 2 * size]
     hist.zero_()
-    j = centre + half_t + 1
-    inside = ((centre >= -half_t) & (centre <= size_t - 1 + half_t)).all(dim=1)
+    j = center + half_t + 1
+    inside = ((center >= -half_t) & (center <= size_t - 1 + half_t)).all(dim=1)
     flat = image * math.prod(padded) + (j * torch.tensor(strides, dtype=torch.int64, device=dev)).sum(1)
     if dtype == torch.bool:
         hist[flat[inside]] = True
@@ -213,16 +213,16 @@ def cube_coverage(
     return cov[(slice(None),) + tuple(slice(1, s + 1) for s in spatial)]
 
 
-def coverage_dtype(centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...], n_img: int) -> torch.dtype:
+def coverage_dtype(center: torch.Tensor, image: torch.Tensor, half: tuple[int, ...], n_img: int) -> torch.dtype:
     """The narrowest count dtype of :func:`cube_coverage` that cannot overflow: ``uint8`` or ``int32``.
 
-    A voxel lies in at most as many boxes as there are box centres of its image within ``2 half_0 + 1``
-    consecutive indices of the first axis; that bound is computed from the centres (O(boxes), on the host).
+    A voxel lies in at most as many boxes as there are box centers of its image within ``2 half_0 + 1``
+    consecutive indices of the first axis; that bound is computed from the centers (O(boxes), on the host).
     Byte-wide counts make the window sums four times cheaper in memory traffic.
     """
-    if centre.shape[0] == 0:
+    if center.shape[0] == 0:
         return torch.uint8
-    z, img = centre[:, 0].cpu().numpy(), image.cpu().numpy()
+    z, img = center[:, 0].cpu().numpy(), image.cpu().numpy()
     lo = int(z.min())
     span, width = int(z.max()) - lo + 1, 2 * half[0] + 1
     hist = np.bincount(img * span + (z - lo), minlength=n_img * span).reshape(n_img, span)
@@ -238,7 +238,7 @@ def box_grid(shape: tuple[int, ...], half: tuple[int, ...], dtype: torch.dtype, 
     """A zeroed grid for :func:`box_sums`: ``(grid, image view)``; write the values into the view, pass the grid.
 
     Along every axis voxel ``x`` sits at index ``x + half + 1`` of ``s + 2 half + 2`` entries, so that every box
-    (centre within one voxel of the image) lies inside the grid and its part outside the image reads zeros.
+    (center within one voxel of the image) lies inside the grid and its part outside the image reads zeros.
     """
     padded = (shape[0],) + tuple(s + 2 * h + 2 for s, h in zip(shape[1:], half))
     grid = torch.zeros(padded, dtype=dtype, device=device)
@@ -246,18 +246,18 @@ def box_grid(shape: tuple[int, ...], half: tuple[int, ...], dtype: torch.dtype, 
     return grid, grid[inner]
 
 
-def box_sums(grid: torch.Tensor, centre: torch.Tensor, image: torch.Tensor, half: tuple[int, ...]) -> torch.Tensor:
+def box_sums(grid: torch.Tensor, center: torch.Tensor, image: torch.Tensor, half: tuple[int, ...]) -> torch.Tensor:
     """Per box, the sum of the values of a :func:`box_grid` over the box's voxels (truncated at the image border).
 
-    Box ``i`` covers ``|x_d - centre[i, d]| <= half_d`` in image ``image[i]``; centres lie within one voxel of the
-    image (``-1 <= centre_d <= s_d``). Every axis but the first is filtered by a box-wide window in place (a prefix
+    Box ``i`` covers ``|x_d - center[i, d]| <= half_d`` in image ``image[i]``; centers lie within one voxel of the
+    image (``-1 <= center_d <= s_d``). Every axis but the first is filtered by a box-wide window in place (a prefix
     sum along the axis and one difference: a few passes over the grid, whatever the number of boxes or their
     overlap); each box then adds the ``2 half_0 + 1`` filtered values along the first axis. Prefix sums run along one
     axis of one image at a time, so float64 values keep about 13 significant digits. ``grid`` is overwritten.
 
     Args:
         grid: ``(B, *padded)`` floating grid from :func:`box_grid`, holding the values.
-        centre: int64 ``(N, ndim)`` box centres.
+        center: int64 ``(N, ndim)`` box centers.
         image: int64 ``(N,)`` image of every box.
         half: half width per axis.
 
@@ -266,7 +266,7 @@ def box_sums(grid: torch.Tensor, centre: torch.Tensor, image: torch.Tensor, half
     """
     filtered = _window_filter(grid, half, axes=range(2, len(half) + 1))  # every spatial axis but the first
     strides = torch.tensor(filtered.stride()[1:], dtype=torch.int64, device=grid.device)
-    start = image * filtered.stride()[0] + ((centre + 1) * strides).sum(1)  # window start: voxel c - h on each axis
+    start = image * filtered.stride()[0] + ((center + 1) * strides).sum(1)  # window start: voxel c - h on each axis
     first = torch.arange(2 * half[0] + 1, dtype=torch.int64, device=grid.device) * filtered.stride(1)
     return take_flat(filtered, start[:, None] + first[None, :]).sum(1)
 
@@ -295,34 +295,34 @@ class _CoveringSums(torch.autograd.Function):
     """Forward: per position, the sum of the values of the boxes that cover it. Backward: box sums of the gradient."""
 
     @staticmethod
-    def forward(ctx, values, centre, image, half, shape, positions):  # noqa: ANN001, ANN205, D102
+    def forward(ctx, values, center, image, half, shape, positions):  # noqa: ANN001, ANN205, D102
         grid, _ = box_grid(shape, half, torch.float64, values.device)
         padded = torch.tensor(grid.shape[1:], dtype=torch.int64, device=values.device)
         h = torch.tensor(half, dtype=torch.int64, device=values.device)
-        at = centre + h + 1  # box_grid index of the centre voxel
+        at = center + h + 1  # box_grid index of the center voxel
         inside = ((at >= 0) & (at < padded)).all(1)
         strides = torch.tensor(grid.stride(), dtype=torch.int64, device=values.device)
         flat = image * strides[0] + (at * strides[1:]).sum(1)
         grid.view(-1).index_put_((flat[inside],), values.detach()[inside].to(torch.float64), accumulate=True)
         filtered = _window_filter(grid, half, axes=range(1, len(half) + 1))
-        # the window starting at grid index v + 1 covers the centres v - h .. v + h
+        # the window starting at grid index v + 1 covers the centers v - h .. v + h
         at_voxels = filtered[(slice(None),) + tuple(slice(1, s + 1) for s in shape[1:])]
-        ctx.save_for_backward(centre, image, positions)
+        ctx.save_for_backward(center, image, positions)
         ctx.half, ctx.shape, ctx.dtype = half, shape, values.dtype
         return take_flat(at_voxels, positions).to(values.dtype)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205, D102
-        centre, image, positions = ctx.saved_tensors
+        center, image, positions = ctx.saved_tensors
         grid, inner = box_grid(ctx.shape, ctx.half, torch.float64, grad.device)
         spread = torch.zeros(math.prod(ctx.shape), dtype=torch.float64, device=grad.device)
         inner.copy_(spread.index_add_(0, positions, grad.to(torch.float64)).view(ctx.shape))
-        return box_sums(grid, centre, image, ctx.half).to(ctx.dtype), None, None, None, None, None
+        return box_sums(grid, center, image, ctx.half).to(ctx.dtype), None, None, None, None, None
 
 
 def covering_sums(
     values: torch.Tensor,
-    centre: torch.Tensor,
+    center: torch.Tensor,
     image: torch.Tensor,
     half: tuple[int, ...],
     shape: tuple[int, ...],
@@ -330,12 +330,12 @@ def covering_sums(
 ) -> torch.Tensor:
     """Per flat position, the sum of ``values`` over the boxes that cover it; differentiable w.r.t. ``values``.
 
-    Box ``i`` (value ``values[i]``) covers ``|x_d - centre[i, d]| <= half_d`` in image ``image[i]`` of a batch of
-    ``shape = (B, *spatial)``. Forward: the values' histogram at the centres filtered by a box-wide window
+    Box ``i`` (value ``values[i]``) covers ``|x_d - center[i, d]| <= half_d`` in image ``image[i]`` of a batch of
+    ``shape = (B, *spatial)``. Forward: the values' histogram at the centers filtered by a box-wide window
     (:func:`cube_coverage` with weights); backward: :func:`box_sums` of the positions' gradients. O(voxels) both
     ways, whatever the number of boxes; accumulated in float64.
     """
-    return _CoveringSums.apply(values, centre, image, half, tuple(shape), positions)
+    return _CoveringSums.apply(values, center, image, half, tuple(shape), positions)
 
 
 #: :func:`inverse_coverage_sums` lists (box, voxel) incidences while there are at most this many per image voxel,
@@ -346,7 +346,7 @@ INCIDENCE_LIMIT = 1.0
 def inverse_coverage_sums(
     skip: torch.Tensor,
     count: torch.Tensor,
-    centre: torch.Tensor,
+    center: torch.Tensor,
     image: torch.Tensor,
     half: tuple[int, ...],
     spatial: tuple[int, ...],
@@ -355,7 +355,7 @@ def inverse_coverage_sums(
 
     ``skip`` (bool) and ``count`` (the boxes' own coverage, integer) are the padded grids behind two
     :func:`cube_coverage` results (the half of each work buffer that holds the result, ``(B * prod(padded),)``);
-    anything may sit in their padding. Box ``i`` covers ``|x_d - centre[i, d]| <= half_d`` truncated at the border.
+    anything may sit in their padding. Box ``i`` covers ``|x_d - center[i, d]| <= half_d`` truncated at the border.
 
     Two exact algorithms, chosen by cost: while the boxes hold at most :data:`INCIDENCE_LIMIT` (box, voxel)
     incidences per voxel of the batch, every incidence outside ``skip`` is listed and its ``1 / count`` summed per
@@ -363,18 +363,18 @@ def inverse_coverage_sums(
     each box by :func:`box_sums` (O(voxels)). Both sum in float64; their results agree to about 1e-12 relative
     (summation order).
     """
-    n = centre.shape[0]
+    n = center.shape[0]
     if n == 0:
-        return torch.zeros(0, dtype=torch.float64, device=centre.device)
+        return torch.zeros(0, dtype=torch.float64, device=center.device)
     box_volume = math.prod(2 * h + 1 for h in half)
     n_img = skip.numel() // math.prod(s + 2 * h + 1 for s, h in zip(spatial, half))
     if n * box_volume <= INCIDENCE_LIMIT * n_img * math.prod(spatial):
-        return _incidence_sums(skip, count, centre, image, half, spatial)
+        return _incidence_sums(skip, count, center, image, half, spatial)
     padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
     crop = (slice(None),) + tuple(slice(1, s + 1) for s in spatial)
-    grid, inner = box_grid((n_img, *spatial), half, torch.float64, centre.device)
+    grid, inner = box_grid((n_img, *spatial), half, torch.float64, center.device)
     _inverse_outside(skip.view(n_img, *padded)[crop], count.view(n_img, *padded)[crop], inner)
-    return box_sums(grid, centre, image, half)
+    return box_sums(grid, center, image, half)
 
 
 def _inverse_outside(skip: torch.Tensor, count: torch.Tensor, out: torch.Tensor) -> None:
@@ -395,7 +395,7 @@ def _inverse_outside(skip: torch.Tensor, count: torch.Tensor, out: torch.Tensor)
 def _incidence_sums(
     skip: torch.Tensor,
     count: torch.Tensor,
-    centre: torch.Tensor,
+    center: torch.Tensor,
     image: torch.Tensor,
     half: tuple[int, ...],
     spatial: tuple[int, ...],
@@ -404,27 +404,27 @@ def _incidence_sums(
 
     Rows and columns outside the image are masked; only the (box, row, column) incidences outside ``skip`` are kept.
     """
-    if use_numpy(centre):
-        args = (skip.numpy(), count.numpy(), centre.numpy(), image.numpy(), half, spatial)
+    if use_numpy(center):
+        args = (skip.numpy(), count.numpy(), center.numpy(), image.numpy(), half, spatial)
         return torch.from_numpy(_incidence_sums_numpy(*args))
     ndim = len(spatial)
-    dev = centre.device
-    n = centre.shape[0]
+    dev = center.device
+    n = center.shape[0]
     padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
     strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
     width = 2 * half[-1] + 1
     lead = (n,) + (1,) * (ndim - 1)
-    # first voxel of each row: padded index of (row coordinates, centre_last - half_last); rows outside the image
+    # first voxel of each row: padded index of (row coordinates, center_last - half_last); rows outside the image
     # are clamped into it and masked; the start never leaves the buffer (padding >= 1 row before the image)
-    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).view(lead)
+    start = (image * math.prod(padded) + center[:, -1] - half[-1] + 1).view(lead)
     valid = torch.ones(lead, dtype=torch.bool, device=dev)
     for d in range(ndim - 1):
-        coord = centre[:, d : d + 1] + torch.arange(-half[d], half[d] + 1, device=dev)
+        coord = center[:, d : d + 1] + torch.arange(-half[d], half[d] + 1, device=dev)
         shape = [n] + [1] * (ndim - 1)
         shape[d + 1] = coord.shape[1]
         start = start + ((coord.clamp(0, spatial[d] - 1) + 1) * strides[d]).view(shape)
         valid = valid & ((coord >= 0) & (coord < spatial[d])).view(shape)
-    cols = centre[:, -1:] + torch.arange(-half[-1], half[-1] + 1, device=dev)
+    cols = center[:, -1:] + torch.arange(-half[-1], half[-1] + 1, device=dev)
     valid = valid.reshape(n, -1, 1) & ((cols >= 0) & (cols < spatial[-1])).view(n, 1, width)
     flat_start = start.reshape(-1)
     keep = valid & ~take_rows(skip, flat_start, width).view(valid.shape)
@@ -440,7 +440,7 @@ def _incidence_sums(
 def _incidence_sums_numpy(
     skip: np.ndarray,
     count: np.ndarray,
-    centre: np.ndarray,
+    center: np.ndarray,
     image: np.ndarray,
     half: tuple[int, ...],
     spatial: tuple[int, ...],
@@ -452,7 +452,7 @@ def _incidence_sums_numpy(
     there (its padding holds no result). A row of at most 8 voxels is read as one unaligned 8-byte word.
     """
     ndim = len(spatial)
-    n = centre.shape[0]
+    n = center.shape[0]
     padded = tuple(s + 2 * h + 1 for s, h in zip(spatial, half))
     strides = [math.prod(padded[d + 1 :]) for d in range(ndim)]
     width = 2 * half[-1] + 1
@@ -461,10 +461,10 @@ def _incidence_sums_numpy(
     lines[:, spatial[-1] + 1 :] = True
     skip[:width] = True
     lead = (n,) + (1,) * (ndim - 1)
-    start = (image * math.prod(padded) + centre[:, -1] - half[-1] + 1).reshape(lead)
+    start = (image * math.prod(padded) + center[:, -1] - half[-1] + 1).reshape(lead)
     valid = np.ones(lead, dtype=bool)
     for d in range(ndim - 1):
-        coord = centre[:, d : d + 1] + np.arange(-half[d], half[d] + 1)
+        coord = center[:, d : d + 1] + np.arange(-half[d], half[d] + 1)
         shape = [n] + [1] * (ndim - 1)
         shape[d + 1] = coord.shape[1]
         start = start + ((np.clip(coord, 0, spatial[d] - 1) + 1) * strides[d]).reshape(shape)
