@@ -11,6 +11,7 @@ import numpy as np
 
 from lossbench.report.gallery.compute import (
     PUBLISHED,
+    TP_NAMES,
     caps_scene,
     center_reference_value,
     cube_maps,
@@ -24,11 +25,6 @@ from lossbench.report.gallery.registry import CheckContext, check, norm
 __all__: list[str] = []
 
 TP_MODES = ("keep", "remove", "remove_detached")
-TP_NAMES = {
-    "keep": "keep (Eq. 3)",
-    "remove": "remove (Eq. 5, lossbench's)",
-    "remove_detached": "remove_detached (published)",
-}
 LOSSBENCH = {"reference": False}
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "CUBE",
     "REF_CUBE",
     "PUBLISHED",
+    "TP_NAMES",
     "dice_from_sums",
     "loss_terms",
     "label",
@@ -35,6 +36,13 @@ __all__ = [
 EPS = 1e-5  # MONAI DiceLoss smoothing (smooth_nr = smooth_dr), the default of every Dice-based term
 CUBE = 7  # default ICI cube side
 REF_CUBE = 1.0 + 1e-7  # the public code's constant cube value
+
+TP_NAMES = {
+    "keep": "keep (Eq. 3)",
+    "remove": "remove (Eq. 5, lossbench's)",
+    "remove_detached": "remove_detached (published)",
+}
+"""How the gallery names each ``tp_mode``: the paper's equation, lossbench's design, or the published loss's."""
 
 #: The published ICI loss spelled out option by option: what ``ici`` computes with no options (``dici``: the same
 #: with the weights a = b = c = d = 1/4). The public code's labelling is replaced by exact labelling (cc3d on CPU).

@@ -15,6 +15,7 @@ import numpy as np
 
 from lossbench.report.gallery.compute import (
     CUBE,
+    TP_NAMES,
     center_reference_value,
     cube_maps,
     ici_voxels,
@@ -133,7 +134,7 @@ def _figure1_instances(out: Path, scene, sets: dict[str, Any]) -> str:
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, n - 1].set_title(f"L{n} ({int(inst.sum())} px)", fontsize=10)
+        axes[0, n - 1].set_title(f"L{n} ({int(inst.sum())} voxels)", fontsize=10)
     axes[0, 0].set_ylabel("C: ICI instance term", fontsize=10)
     axes[1, 0].set_ylabel("D: blob loss", fontsize=10)
     fig.suptitle("Voxels each loss uses for every label instance (Figure 1 of the ICI paper)", fontsize=12)
@@ -173,7 +174,7 @@ def gradients_figure(out: Path, scene) -> tuple[str, list[list[str]]]:
         value, g = term_gradient_map(scene, name, term, **params)
         norm = descent_panel(fig, ax, scene, g, f"{title}\nvalue {value:.3f}")
         rows.append([title, f"{value:.4f}", f"{norm:.3g}", f"{int((g != 0).sum())} / {g.size}"])
-    fig.suptitle(DESCENT_TITLE.format(scene=scene.name), fontsize=11)
+    fig.suptitle(DESCENT_TITLE.format(scene=scene.name), fontsize=11, y=1.1)
     return save(fig, out, "figure1_gradients.png"), rows
 
 
@@ -191,7 +192,7 @@ def bridge_figure(out: Path, scene) -> tuple[str, list[list[str]]]:
     im = None
     for j, tp in enumerate(modes):
         own, per = tp_instance_value(scene, tp)
-        rows.append([tp, *[f"{v:.4f}" for v in per], f"{own:.4f}", f"{loss_vals[tp]:.4f}"])
+        rows.append([TP_NAMES[tp], *[f"{v:.4f}" for v in per], f"{own:.4f}", f"{loss_vals[tp]:.4f}"])
         for n in range(1, n_l + 1):
             ax = axes[n - 1, j]
             w = tp_weights(scene, n, tp, sets)
@@ -202,9 +203,8 @@ def bridge_figure(out: Path, scene) -> tuple[str, list[list[str]]]:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(
-                f"tp_mode={tp}{' (published)' if tp == 'remove_detached' else ''}\ninstance L{n}: "
-                f"loss {per[n - 1]:.3f}",
-                fontsize=9.5,
+                f"tp_mode={tp}\n{TP_NAMES[tp][len(tp) + 1 :]}\ninstance L{n}: loss {per[n - 1]:.3f}",
+                fontsize=9,
             )
     for n in range(1, n_l + 1):
         axes[n - 1, 0].set_ylabel(f"label instance L{n}")
@@ -218,7 +218,7 @@ def bridge_figure(out: Path, scene) -> tuple[str, list[list[str]]]:
         "remove": "remove\n(Eq. 5,\nlossbench's)",
         "remove_detached": "remove_\ndetached\n(published)",
     }
-    bar.set_xticks(range(len(modes)), [tags[m] for m in modes])
+    bar.set_xticks(range(len(modes)), [tags[m] for m in modes], fontsize=8)
     bar.set_ylabel("ICI instance term (loss)")
     bar.set_title("instance term per tp_mode")
     for i, m in enumerate(modes):
@@ -260,7 +260,7 @@ def center_figure(out: Path) -> tuple[str, list[list[str]]]:
         axes[r, 0].imshow(rgb(lab2.shape, [(lab2, (0.0, 0.38, 0.42))]), interpolation="nearest")
         axes[r, 0].contour(lc2, levels=[0.5], colors=[C_CYAN], linewidths=1.6)
         axes[r, 0].set_title(f"{dims}D label: instances (dark cyan)\nand their cubes (cyan outline)", fontsize=9.5)
-        axes[r, 0].set_ylabel("2D, 64x64" if dims == 2 else "3D, 32^3: max-projection over z", fontsize=10)
+        axes[r, 0].set_ylabel("2D, 64x64" if dims == 2 else "3D, 32^3: maximum projection over z", fontsize=10)
         axes[r, 1].imshow(rgb(comp2.shape, [(comp2, (0.45, 0.0, 0.45))]), interpolation="nearest")
         axes[r, 1].contour(pc2, levels=[0.5], colors=[C_MAGENTA], linewidths=1.6)
         axes[r, 1].set_title(

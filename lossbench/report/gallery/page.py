@@ -51,7 +51,7 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("L1, L2, ...", "label instances (components of the label), numbered in raster order of their first voxel"),
     ("stopgrad(p)", "p detached from automatic differentiation: the value of p, zero gradient"),
     ("-d term / d p, -grad", "minus the derivative of a term with respect to p: where a descent step moves p"),
-    ("L2 norm, |grad|", "Euclidean norm of the gradient: square root of the sum of its squared entries"),
+    ("L2 norm, |grad|, grad L2", "Euclidean norm of the gradient: square root of the sum of its squared entries"),
     ("nz", "share of a region's voxels with a non-zero gradient"),
     ("2D, 3D", "two / three spatial dimensions"),
     ("ceil", "rounding up to the next integer"),
@@ -61,6 +61,9 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("kornia", "a computer-vision library for PyTorch; kornia.contrib.connected_components is its iterative 2D "
      "labelling"),
     ("PASS, FAIL", "whether a computed expectation check held"),
+    ("vs", "versus"),
+    ("CPU", "central processing unit (the computer's main processor)"),
+    ("HTML", "the web-page format of gallery.html"),
 )  # fmt: skip
 
 

@@ -385,7 +385,7 @@ def _audit_table() -> Table:
     return Table.plain(
         "audit",
         "Gradient audit on figure1. " + GRADIENT_NOTE,
-        ["loss", "term", "value", "gradient L2 norm", *[f"nz {g}" for g in REGIONS]],
+        ["loss", "term", "value", "grad L2", *[f"nz {g}" for g in REGIONS]],
         format_rows(audit_table(scenes=["figure1"])),
         numeric_from=2,
     )
