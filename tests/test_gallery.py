@@ -39,7 +39,7 @@ def test_files_exist_and_are_referenced_relatively(out):
         assert (out / src).stat().st_size > 1000
         assert f"]({src})" in md
     total = sum(p.stat().st_size for p in (out / "img").glob("*.png"))
-    assert total < 3_500_000
+    assert total < 2_000_000
     command = f"lossbench gallery --out {out}"
     assert command in html and command in md
 
