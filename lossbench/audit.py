@@ -1,8 +1,8 @@
 r"""Gradient audit: which voxels does every term of every loss actually move?
 
-For each loss variant (every registered loss with its defaults; ``ici`` and ``dici`` in the public code's
-reference behaviour and in the trainable centre mode with each ``tp_mode``) and each term of
-``loss.terms(input, target)``, on a few small scenes of :mod:`lossbench.data.scenes`, the audit records
+For each loss variant (every registered loss with its defaults; ``ici`` and ``dici`` as the published loss, which
+is what they compute with no options, and as lossbench's own design, ``reference=False``, with each ``tp_mode``) and
+each term of ``loss.terms(input, target)``, on a few small scenes of :mod:`lossbench.data.scenes`, the audit records
 
 * the term value,
 * the L2 norm of its gradient :math:`\|\partial\,\mathrm{term} / \partial p\|_2` with respect to the input
@@ -18,8 +18,14 @@ reference behaviour and in the trainable centre mode with each ``tp_mode``) and 
   ``background``  every other voxel
   ==============  ==========================================================================================
 
+<<<<<<< HEAD
 A term whose gradient is identically zero (for example the reference centre term, whose cube maps are
 constants) shows a norm of 0 and 0 % everywhere: it does not train the network.
+=======
+A term whose gradient is identically zero (for example the published ICI centre term: it compares two maps of
+constant cubes drawn at the components' centres, so nothing in it depends on the probabilities) shows a norm of 0 and
+0 % everywhere: it does not train the network.
+>>>>>>> gallery2
 
 Example:
     >>> from lossbench.audit import run_audit
@@ -49,6 +55,8 @@ __all__ = [
     "AUDIT_SCENES",
     "REGIONS",
     "GRADIENT_NOTE",
+    "VARIANT_NOTE",
+    "ICI_VARIANTS",
     "AuditVariant",
     "audit_variants",
     "scene_regions",
@@ -65,17 +73,31 @@ AUDIT_SCENES = ("figure1", "figure4_bridge", "missed_small", "soft")
 REGIONS = ("label", "touching", "spurious", "background")
 """The four disjoint voxel regions the audit splits every gradient into (see the module docstring)."""
 
+VARIANT_NOTE = (
+    "ICI/DICI variants (the same for dici): ici[published] = ici with no options, the published loss (what the "
+    "authors' public code computes: tp_mode='remove_detached', constant center cubes with zero gradient, the first "
+    "50 prediction components of an image and none when it has more than 50 per label instance, exact labelling); "
+    "ici[lossbench] = reference=False, lossbench's own design (tp_mode='remove', the set difference of Eq. 5; "
+    "center_mode='trainable'; no caps); ici[lossbench,tp=MODE] = reference=False with tp_mode=MODE."
+)
+"""How the audit names the ``ici``/``dici`` variants of :func:`audit_variants`."""
+
 GRADIENT_NOTE = (
-    "Gradients are taken w.r.t. the input probabilities p (losses built with sigmoid=False, p a float64 leaf "
-    "tensor). 'nz' = share of the region's voxels with a gradient that is exactly non-zero. Regions: label = "
-    "voxels of label instances; touching = voxels of prediction components (p >= 0.5, full connectivity) that "
-    "touch a label instance, outside labels; spurious = voxels of prediction components touching no label "
-    "instance; background = all other voxels. Variants: ici[reference] = reference=True (the public code); "
-    "ici[MODE,trainable] = tp_mode=MODE, center_mode='trainable' (same for dici)."
+    "Gradients are taken with respect to the input probabilities p (losses built with sigmoid=False, p a float64 "
+    "leaf tensor). 'grad L2' = Euclidean norm of the gradient; 'nz' = share of the region's voxels with a gradient "
+    "that is exactly non-zero. Regions: label = voxels of label instances; touching = voxels of prediction "
+    "components (p >= 0.5, full connectivity) that touch a label instance, outside labels; spurious = voxels of "
+    "prediction components touching no label instance; background = all other voxels. " + VARIANT_NOTE
 )
 """One-paragraph explanation printed with every audit table."""
 
-_TRAINABLE = {"center_mode": "trainable", "reference": False}
+#: ``(label suffix, parameters)`` of the ``ici``/``dici`` variants, the published loss first.
+ICI_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("published", {}),
+    ("lossbench", {"reference": False}),
+    ("lossbench,tp=keep", {"reference": False, "tp_mode": "keep"}),
+    ("lossbench,tp=remove_detached", {"reference": False, "tp_mode": "remove_detached"}),
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +105,8 @@ class AuditVariant:
     """One loss configuration of the audit.
 
     Attributes:
-        label: display name, e.g. ``"ici[reference]"`` (``reference=True``) or ``"ici[keep,trainable]"``
-            (``tp_mode="keep", center_mode="trainable"``).
+        label: display name, e.g. ``"ici[published]"`` (no options: the published loss) or
+            ``"ici[lossbench,tp=keep]"`` (``reference=False, tp_mode="keep"``).
         name: registry name passed to :func:`lossbench.losses.build_loss`.
         params: keyword parameters (``sigmoid=False`` is always added when building).
     """
@@ -103,13 +125,14 @@ class AuditVariant:
 def audit_variants(losses: Sequence[str | dict[str, Any]] | None = None) -> list[AuditVariant]:
     """The loss configurations audited for the given losses (all registered losses by default).
 
-    A registry name of ``ici`` or ``dici`` gives four variants: ``reference=True`` (the public code:
-    ``tp_mode="remove_detached"``, constant reference centre cubes, caps 50/50) and the trainable centre with
-    each ``tp_mode`` in ``keep``, ``remove`` (lossbench's default) and ``remove_detached``. Any other name is
-    audited with its defaults. A dict ``{"name": ..., "label": ..., **params}`` (for example a study's loss
-    entry) gives exactly one variant with those parameters (``label`` defaults to the name; ``sigmoid`` and
-    ``softmax`` are dropped and the loss is built with ``sigmoid=False``: the audit takes gradients w.r.t.
-    probabilities of one binary channel).
+    A registry name of ``ici`` or ``dici`` gives the four variants of :data:`ICI_VARIANTS`: no options (the
+    published loss: ``tp_mode="remove_detached"``, constant center cubes, caps 50/50, exact labelling), then
+    lossbench's own design ``reference=False`` (``tp_mode="remove"``, trainable center, no caps) and the same with
+    ``tp_mode`` ``keep`` and ``remove_detached``. Any other name (``cc_dice`` and ``cc_dicece`` included) is
+    audited with its defaults. A dict ``{"name": ..., "label": ..., **params}`` (for example a study's loss entry)
+    gives exactly one variant with those parameters (``label`` defaults to the name; ``sigmoid`` and ``softmax``
+    are dropped and the loss is built with ``sigmoid=False``: the audit takes gradients w.r.t. probabilities of one
+    binary channel).
 
     Args:
         losses: registry names and/or loss dicts, or None for every registered name.
@@ -142,9 +165,7 @@ def audit_variants(losses: Sequence[str | dict[str, Any]] | None = None) -> list
         elif isinstance(item, str):
             LOSSES.get(item)  # raises RegistryError with a "did you mean"
             if item in ("ici", "dici"):
-                out.append(AuditVariant(f"{item}[reference]", item, {"reference": True}))
-                for tp in ("keep", "remove", "remove_detached"):
-                    out.append(AuditVariant(f"{item}[{tp},trainable]", item, {**_TRAINABLE, "tp_mode": tp}))
+                out.extend(AuditVariant(f"{item}[{suffix}]", item, dict(params)) for suffix, params in ICI_VARIANTS)
             else:
                 out.append(AuditVariant(item, item, {}))
         else:
@@ -391,7 +412,7 @@ def run_audit(
 
     Args:
         losses: registry names and/or loss dicts (default: every registered loss; ``ici``/``dici`` names give
-            four variants each; see :func:`audit_variants`).
+            four variants each, the published loss and lossbench's designs; see :func:`audit_variants`).
         out: folder for ``audit.md`` and ``audit.csv`` (created if needed), or None to write nothing.
         show: print one rich table per scene.
         scenes: scene names (default :data:`AUDIT_SCENES`).

@@ -6,9 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import lossbench.audit as audit_module
 from lossbench.audit import (
     AUDIT_SCENES,
+    GRADIENT_NOTE,
     REGIONS,
+    AuditVariant,
     audit_table,
     audit_variants,
     run_audit,
@@ -68,11 +71,11 @@ def test_dice_gradient_matches_closed_form():
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
 
 
-def test_reference_instance_gradient_only_on_touching_components():
-    # The published instance term's gradient reaches only voxels of prediction components that touch
-    # a label instance; the missed instance B and the spurious S get exactly zero.
+def test_published_instance_gradient_only_on_touching_components():
+    # The published instance term (ici without options) masks p to the prediction components that touch a label
+    # instance, so its gradient reaches only their voxels; the missed instance B and the spurious S get exactly zero.
     sc = _tiny_scene()
-    _, g = term_gradient_map(sc, "ici", "instance", reference=True)
+    _, g = term_gradient_map(sc, "ici", "instance")
     nz = g != 0
     expected = np.zeros((8, 8), bool)
     expected[1:3, 1:4] = True  # component P (4 voxels in A + 2 outside)
@@ -89,16 +92,39 @@ def test_term_gradients_keys_and_shapes():
 def test_variants():
     labels = [v.label for v in audit_variants(["ici", "dice", "ici"])]
     assert labels == [
-        "ici[reference]",
-        "ici[keep,trainable]",
-        "ici[remove,trainable]",
-        "ici[remove_detached,trainable]",
+        "ici[published]",
+        "ici[lossbench]",
+        "ici[lossbench,tp=keep]",
+        "ici[lossbench,tp=remove_detached]",
         "dice",
     ]
     params = {v.label: v.params for v in audit_variants(["dici"])}
-    assert params["dici[reference]"] == {"reference": True}
-    assert params["dici[keep,trainable]"] == {"center_mode": "trainable", "reference": False, "tp_mode": "keep"}
-    assert len(audit_variants()) == 10 + 4 + 4  # 10 plain losses, ici and dici with 4 variants each
+    assert params["dici[published]"] == {}  # no options: the published loss
+    assert params["dici[lossbench]"] == {"reference": False}
+    assert params["dici[lossbench,tp=keep]"] == {"reference": False, "tp_mode": "keep"}
+    names = [v.label for v in audit_variants()]
+    assert len(names) == 10 + 4 + 4  # 10 plain losses, ici and dici with 4 variants each
+    assert {"cc_dice", "cc_dicece"} <= set(names)
+
+
+def test_variant_labels_say_what_they_compute():
+    # ici[published] is the published loss (the same terms as reference=True and as its options spelled out);
+    # ici[lossbench] is lossbench's design: the Eq. 5 set difference, the trainable center and no caps.
+    from lossbench.data.scenes import get_scene
+
+    var = {v.label: v for v in audit_variants(["ici"])}
+    sc = get_scene("figure4_bridge")
+    published = {k: v for k, (v, _) in term_gradients(sc, var["ici[published]"]).items()}
+    spelled = {"tp_mode": "remove_detached", "center_mode": "reference", "max_pred_instances": 50,
+               "too_many_factor": 50.0}  # fmt: skip
+    for params in ({"reference": True}, spelled):
+        other = {k: v for k, (v, _) in term_gradients(sc, AuditVariant("x", "ici", params)).items()}
+        assert other == published
+    config = var["ici[lossbench]"].build().config
+    assert (config.tp_mode, config.center_mode, config.max_pred_instances, config.too_many_factor) == (
+        "remove", "trainable", 0, 0.0)  # fmt: skip
+    assert "ici[published] = ici with no options" in GRADIENT_NOTE and "lossbench's own design" in GRADIENT_NOTE
+    assert "REFERENCE" not in GRADIENT_NOTE and "REFERENCE" not in (audit_module.__doc__ or "")
 
 
 def test_variants_from_study_dicts():
@@ -133,12 +159,12 @@ def test_table_columns_and_size(table):
     np.testing.assert_allclose(np.sqrt(sq), table["grad_norm"], rtol=1e-9, atol=1e-15)
 
 
-def test_reference_center_moves_nothing_trainable_does(table):
+def test_published_center_moves_nothing_trainable_does(table):
     center = table[(table.term == "center") & (table.scene == "figure1")].set_index("loss")
-    ref = center.loc["ici[reference]"]
+    ref = center.loc["ici[published]"]
     assert ref["grad_norm"] == 0 and not ref["moves"]
     assert all(ref[f"nz_{r}"] == 0 for r in REGIONS)
-    tr = center.loc["ici[remove,trainable]"]
+    tr = center.loc["ici[lossbench]"]
     assert tr["grad_norm"] > 0 and tr["moves"]
     assert tr["nz_spurious"] == 1.0  # the trainable centre pushes every spurious-component voxel
 
@@ -147,7 +173,7 @@ def test_blob_sees_spurious_ici_instance_does_not(table):
     f1 = table[table.scene == "figure1"].set_index(["loss", "term"])
     assert f1.loc[("blob", "blob"), "nz_spurious"] == 1.0
     assert f1.loc[("blob", "blob"), "nz_background"] == 1.0
-    for tp in ("reference", "keep,trainable", "remove,trainable", "remove_detached,trainable"):
+    for tp in ("published", "lossbench", "lossbench,tp=keep", "lossbench,tp=remove_detached"):
         row = f1.loc[(f"ici[{tp}]", "instance")]
         assert row["nz_spurious"] == 0.0 and row["nz_background"] == 0.0
         assert row["nz_touching"] == 1.0
@@ -161,9 +187,10 @@ def test_bridge_has_no_spurious_region(table):
 def test_run_audit_writes_files_and_prints(tmp_path, capsys):
     df = run_audit(["dice", "ici"], out=tmp_path / "a", show=True, scenes=["figure1"])
     printed = capsys.readouterr().out
-    assert "gradient audit" in printed and "ici[reference]" in printed and "sigmoid=False" in printed
+    assert "gradient audit" in printed and "ici[published]" in printed and "sigmoid=False" in printed
     md = (tmp_path / "a" / "audit.md").read_text()
-    assert "sigmoid=False" in md and "## Scene `figure1`" in md and "`ici[reference]` | center" in md
+    assert "sigmoid=False" in md and "## Scene `figure1`" in md and "`ici[published]` | center" in md
+    assert "`ici[lossbench]` | center" in md
     csv = pd.read_csv(tmp_path / "a" / "audit.csv")
     assert len(csv) == len(df) == 2 + 16
     np.testing.assert_allclose(csv["grad_norm"], df["grad_norm"])
@@ -171,7 +198,7 @@ def test_run_audit_writes_files_and_prints(tmp_path, capsys):
 
 def test_run_audit_3d_small():
     df = run_audit(["ici"], show=False, scenes=["figure1"], spatial_dims=3, size=24)
-    ref = df[(df.loss == "ici[reference]") & (df.term == "center")].iloc[0]
+    ref = df[(df.loss == "ici[published]") & (df.term == "center")].iloc[0]
     assert ref["grad_norm"] == 0
     assert int(ref[[f"n_{r}" for r in REGIONS]].sum()) == 24**3
 

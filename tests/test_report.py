@@ -503,7 +503,7 @@ def test_audit_section_uses_study_configs_and_degrades_visibly(report, monkeypat
     monkeypatch.setattr(audit, "run_audit", names_only)
     tables, note = audit_tables(data)
     assert "default parameters" in note and tables
-    assert "ici[reference]" in {row.label for t in tables for row in t.rows}
+    assert "ici[published]" in {row.label for t in tables for row in t.rows}
 
     def broken(losses=None, out=None, show=True):
         raise RuntimeError("boom")

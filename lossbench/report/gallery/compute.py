@@ -1,9 +1,9 @@
-"""The numbers the gallery draws and checks, derived from the losses' definitions independently of their code.
+"""The ICI and blob numbers the gallery draws and checks, derived from the losses' definitions, not their code.
 
-Voxel sets of ICI's instance term and of the blob loss per label instance, the ``tp_mode`` weights, the reference
-centre cubes, and a step-by-step re-run of the reference max-pool labelling. Each is compared with what the losses
-and :func:`lossbench.cc.label_components` compute (:mod:`lossbench.report.gallery.checks`), so a picture and the
-loss cannot silently disagree.
+Voxel sets of ICI's instance term and of the blob loss per label instance, the ``tp_mode`` weights and the published
+center cubes. Each is compared with what the losses compute (:mod:`lossbench.report.gallery.checks_ici`), so a picture
+and the loss cannot silently disagree. :data:`PUBLISHED` states the published loss's options in full, and
+:func:`caps_scene` builds a scene on which its caps on prediction components matter.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ __all__ = [
     "EPS",
     "CUBE",
     "REF_CUBE",
-    "MAXPOOL_ITERS",
-    "STRESS",
+    "PUBLISHED",
+    "TP_NAMES",
     "dice_from_sums",
     "loss_terms",
     "label",
@@ -29,19 +29,31 @@ __all__ = [
     "tp_instance_value",
     "cube_maps",
     "center_reference_value",
-    "maxpool_count",
-    "propagation_curve",
-    "iterations_to_converge",
-    "stress_rows",
-    "same_partition",
     "without_spurious",
+    "caps_scene",
 ]
 
 EPS = 1e-5  # MONAI DiceLoss smoothing (smooth_nr = smooth_dr), the default of every Dice-based term
 CUBE = 7  # default ICI cube side
-REF_CUBE = 1.0 + 1e-7  # the reference code's constant cube value
-MAXPOOL_ITERS = (20, 250, 350)  # few; the paper's patch setting; the reference class default
-STRESS = ("serpentine", "spiral", "diagonal_line", "corner_voxel")
+REF_CUBE = 1.0 + 1e-7  # the public code's constant cube value
+
+TP_NAMES = {
+    "keep": "keep (Eq. 3)",
+    "remove": "remove (Eq. 5, lossbench's)",
+    "remove_detached": "remove_detached (published)",
+}
+"""How the gallery names each ``tp_mode``: the paper's equation, lossbench's design, or the published loss's."""
+
+#: The published ICI loss spelled out option by option: what ``ici`` computes with no options (``dici``: the same
+#: with the weights a = b = c = d = 1/4). The public code's labelling is replaced by exact labelling (cc3d on CPU).
+PUBLISHED: dict[str, Any] = {
+    "tp_mode": "remove_detached",
+    "center_mode": "reference",
+    "cube_size": CUBE,
+    "max_pred_instances": 50,
+    "too_many_factor": 50.0,
+    "cc_backend": "cc3d",
+}
 
 
 def dice_from_sums(inter: float, pred_sum: float, ground: float) -> float:
@@ -87,8 +99,13 @@ def ici_voxels(sets: dict[str, Any], n: int) -> np.ndarray:
 
 
 def figure1_instance_rows(scene) -> list[dict[str, Any]]:
-    """Per label instance: voxel counts of each panel colour and the Dice of ICI (keep) and blob from the sets."""
+    """Per label instance: voxel counts of each panel colour and the Dice losses from the panel's voxel sets.
+
+    ``ici``: ICI's instance Dice with ``tp_mode="keep"`` (p on the touching components, Eq. 3); ``published``: the
+    same with the published ``tp_mode="remove_detached"`` weights of :func:`tp_weights`; ``blob``: the blob loss.
+    """
     sets = instance_sets(scene)
+    published = tp_instance_value(scene, "remove_detached")[1]
     lab, p = sets["lab"], scene.pred.astype(np.float64)
     pred_mask = scene.pred >= 0.5
     bg = lab == 0
@@ -108,6 +125,7 @@ def figure1_instance_rows(scene) -> list[dict[str, Any]]:
                 "fp_blob": int((pred_mask & bg).sum()),
                 "fp_blob_only": int((pred_mask & bg & ~used).sum()),
                 "ici": ici,
+                "published": published[n - 1],
                 "blob": blob,
             }
         )
@@ -143,7 +161,7 @@ def tp_instance_value(scene, mode: str) -> tuple[float, list[float]]:
 
 
 def cube_maps(mask_labels: np.ndarray, cube_size: int = CUBE) -> tuple[np.ndarray, list[tuple]]:
-    """Union of the reference centre cubes of every component (the public code's centre transform) and their extents.
+    """Union of the published center cubes of every component (the public code's center transform) and their extents.
 
     Centre ``c = ceil(mean index)`` per axis; the cube covers ``c - h - 1 .. c + h - 1`` (inclusive), with
     ``h = ceil(size_axis / max(size) * offset)``, ``offset = (cube_size - 1) // 2``, truncated at the border.
@@ -167,96 +185,10 @@ def cube_maps(mask_labels: np.ndarray, cube_size: int = CUBE) -> tuple[np.ndarra
 
 
 def center_reference_value(label_cubes: np.ndarray, pred_cubes: np.ndarray) -> float:
-    """Reference centre term from the cube maps: Dice of the constant ``1 + 1e-7`` maps."""
+    """Published center term from the cube maps: Dice of the constant ``1 + 1e-7`` maps."""
     x = pred_cubes.astype(np.float64) * REF_CUBE
     y = label_cubes.astype(np.float64) * REF_CUBE
     return dice_from_sums((x * y).sum(), x.sum(), y.sum())
-
-
-def maxpool_count(mask: np.ndarray, iters: int) -> tuple[int, bool, np.ndarray]:
-    """Components, convergence and labels of the reference max-pool labelling after ``iters`` iterations."""
-    from lossbench.cc import label_components
-
-    res = label_components(np.ascontiguousarray(mask)[None], backend="maxpool", num_iterations=int(iters))
-    return int(res.counts[0]), bool(res.converged[0]), res.labels[0]
-
-
-def propagation_curve(mask: np.ndarray, limit: int = 1 << 16) -> tuple[np.ndarray, int]:
-    """Run the max-pool propagation step by step until it is stable; count the ids after every step.
-
-    An independent re-run of the public code's labelling (ids = flat index on the foreground, then repeated
-    3x3(x3) max-pooling masked to the foreground), used for the "when" plot and to find the iteration count
-    at which the reference labelling converges; the gallery checks it against
-    ``label_components(..., backend="maxpool")``.
-
-    Args:
-        mask: bool array without batch axis (2 or 3 dims).
-        limit: give up after this many steps.
-
-    Returns:
-        ``(counts, need)``: ``counts[k]`` = number of distinct non-zero ids after ``k`` steps (``k = 0 .. need``)
-        and ``need``, the smallest ``k`` after which one more step changes nothing.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    m = torch.from_numpy(np.ascontiguousarray(mask)).to(torch.float64)[None, None]
-    ids = torch.arange(m.numel(), dtype=torch.float64).view(m.shape) * m
-    pool = F.max_pool3d if mask.ndim == 3 else F.max_pool2d
-    counts = []
-    for k in range(limit + 1):
-        counts.append(int(torch.unique(ids[ids > 0]).numel()))
-        nxt = pool(ids, kernel_size=3, stride=1, padding=1) * m
-        if torch.equal(nxt, ids):
-            return np.asarray(counts), k
-        ids = nxt
-    raise RuntimeError(f"max-pool propagation did not converge within {limit} iterations")
-
-
-def iterations_to_converge(mask: np.ndarray) -> int:
-    """Smallest number of max-pool iterations after which the propagation has converged."""
-    return propagation_curve(mask)[1]
-
-
-def stress_rows(size: int | None = None) -> list[dict[str, Any]]:
-    """Exact vs max-pool labelling on the stress scenes (counts, convergence, dropped voxels)."""
-    from lossbench.data.scenes import get_scene
-
-    rows = []
-    for name in STRESS:
-        mask = get_scene(name, 2, size).label > 0.5
-        exact = label(mask)
-        face = label(mask, connectivity=1)
-        curve, need = propagation_curve(mask)
-        row: dict[str, Any] = {
-            "shape": name,
-            "mask": mask,
-            "voxels": int(mask.sum()),
-            "exact": int(exact.max()),
-            "exact_face": int(face.max()),
-            "exact_labels": exact,
-            "need": need,
-            "curve": curve,
-            "maxpool": {},
-        }
-        for it in (*MAXPOOL_ITERS, need):
-            count, conv, labels = maxpool_count(mask, it)
-            row["maxpool"][it] = {"count": count, "converged": conv, "labels": labels}
-            # the independent step-by-step run must agree with label_components(backend="maxpool")
-            row.setdefault("curve_agrees", True)
-            row["curve_agrees"] &= count == int(curve[min(it, need)]) and conv == (it >= need)
-        conv_labels = row["maxpool"][need]["labels"]
-        row["dropped"] = int((mask & (conv_labels == 0)).sum())
-        row["same_partition"] = same_partition(exact, conv_labels)
-        rows.append(row)
-    return rows
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two labellings define the same components on the voxels ``b`` labels (ids may differ)."""
-    m = b > 0
-    pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
 def without_spurious(scene):
@@ -267,3 +199,29 @@ def without_spurious(scene):
     spur = scene_regions(scene)["spurious"]
     pred = np.where(spur, np.float32(BACKGROUND), scene.pred).astype(np.float32)
     return Scene(scene.name + "_no_spurious", scene.label, pred, "Figure 1 without its spurious blobs."), spur
+
+
+def caps_scene(size: int = 64, spacing: int = 6):
+    """One label square predicted well plus single-voxel spurious components on a grid: more than 50 components.
+
+    The published loss uses the first 50 prediction components of an image and none at all when there are more than
+    50 per label instance; lossbench's design (``reference=False``) has no caps. Here there are
+    ``1 + (number of grid points)`` prediction components and one label instance, so the published instance term
+    sees no prediction component.
+    """
+    from lossbench.data.scenes import BACKGROUND, Scene
+
+    lab = np.zeros((size, size), np.float32)
+    lab[2:8, 2:8] = 1.0
+    pred = np.full((size, size), BACKGROUND, np.float32)
+    pred[2:8, 2:8] = 0.9
+    grid = np.zeros((size, size), bool)
+    grid[12::spacing, 12::spacing] = True
+    pred[grid] = 0.9
+    n = int(grid.sum()) + 1
+    return Scene(
+        "caps",
+        lab,
+        pred,
+        f"One label instance predicted at 0.9 and {n - 1} single-voxel spurious blobs: {n} prediction components.",
+    )

@@ -53,7 +53,7 @@ def _run_audit(data: RunData) -> tuple[Any, str]:
         note = (
             "lossbench.audit takes loss names only, so the losses of this study ("
             + ", ".join(names)
-            + ") were audited with their default parameters (ici/dici: the reference and the trainable variants), "
+            + ") were audited with their default parameters (ici/dici: the published loss and lossbench's designs), "
             "not with the study's parameters."
         )
         try:
