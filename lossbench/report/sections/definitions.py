@@ -28,6 +28,7 @@ ABBREVIATIONS = (
     ("CC", "connected component: an instance (see the connectivity in the setup)"),
     ("CC-Dice", "mean over target components of the Dice inside each component's Voronoi region (CC-Metrics)"),
     ("CC missed", "target components whose Voronoi region holds no predicted voxel"),
+    ("L2", "Euclidean norm (of a gradient, in the gradient audit)"),
     ("CI", "confidence interval (the 95% intervals of the verdicts)"),
     ("std, ±", "standard deviation (ddof = 1); ± is over seeds"),
     ("α", "significance level of the subject-level tests"),
