@@ -289,3 +289,21 @@ def test_real_runs_near_copy_no_evidence_and_no_gradient_worse(tmp_path):
     assert frozen.loc["test_dice", "verdict"] == "worse" and frozen.loc["val_dsc", "verdict"] == "worse"
     assert frozen.loc["test_dice", "ci_high"] < -0.1
     assert "better" not in set(frozen["verdict"])
+
+
+@pytest.mark.parametrize(
+    "x, digits, sign, text",
+    [
+        (0.11, 3, True, "+0.11"),
+        (-6.0, 3, True, "-6"),
+        (3.333, 3, True, "+3.33"),
+        (2413.0, 3, True, "+2,410"),
+        (2413.0, 2, False, "2,400"),
+        (4.15e-05, 3, True, "+0.0000415"),
+        (0.99996, 3, True, "+1"),
+        (0.0, 3, True, "+0"),
+        (float("nan"), 3, True, "n/a"),
+    ],
+)
+def test_numbers_have_significant_digits_and_no_exponent(x, digits, sign, text):
+    assert number(x, digits, sign=sign) == text

@@ -391,15 +391,17 @@ def write_verdicts(verdicts: pd.DataFrame, run_dir: str | Path) -> Path:
 
 
 def number(x: float, digits: int = 3, *, sign: bool = True) -> str:
-    """``x`` to ``digits`` significant digits without exponent or trailing zeros (``+0.0123``, ``-6``, ``+1,234``).
+    """``x`` to ``digits`` significant digits without exponent or trailing zeros (``+0.0123``, ``-6``, ``+1,230``).
 
-    Numbers of more than ``digits`` integer digits keep them all; ``n/a`` when ``x`` is not finite.
+    ``n/a`` when ``x`` is not finite.
     """
     if not np.isfinite(x):
         return "n/a"
     if x == 0:
         return "+0" if sign else "0"
-    decimals = max(0, digits - 1 - int(np.floor(np.log10(abs(x)))))
+    places = digits - 1 - int(np.floor(np.log10(abs(x))))
+    x = round(float(x), places)  # negative places round the integer digits: 2,413 -> 2,410 at 3 digits
+    decimals = max(0, places)
     text = f"{x:{'+' if sign else ''},.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
