@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -24,19 +25,53 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _report_after_run(run_dir: Path) -> None:
-    """Write the report of a finished run (the study package never imports the report package)."""
+def _has_report() -> bool:
     import importlib.util
 
-    if importlib.util.find_spec("lossbench.report.render") is None:
+    return importlib.util.find_spec("lossbench.report.render") is not None
+
+
+def _report_after_run(run_dir: Path, command: str) -> None:
+    """Write the report of a finished run (the study package never imports the report package)."""
+    if not _has_report():
         print(f"(no report renderer installed; results table: {run_dir / 'results.csv'})")
         return
     from lossbench.report.render import write_report
     from lossbench.study.config import load_study
 
     formats = load_study(run_dir / "study.yaml").report.formats
-    for path in write_report(run_dir, formats=formats):
+    for path in write_report(run_dir, formats=formats, command=command):
         print(f"report: {path}")
+
+
+def _warn_after_run(run_dir: Path) -> None:
+    """Print what limits the run's verdicts (too few seeds, cells that did not finish, undertrained models)."""
+    if not _has_report():
+        return
+    from lossbench.report.render import run_warnings
+
+    for warning in run_warnings(run_dir):
+        print(f"lossbench run: warning: {warning}", file=sys.stderr)
+
+
+def _run_command(ns: argparse.Namespace, run_dir: Path) -> str:
+    """The ``lossbench run`` command line that reproduces this run (recorded in the report's provenance).
+
+    The study, the run folder, and the options that change what is computed or how fast; not ``--fresh``,
+    ``--address`` (a machine's) or ``--no-report``.
+    """
+    words = ["lossbench", "run", str(ns.study), "--out", str(run_dir)]
+    options = (
+        ("--executor", ns.executor, "local"),
+        ("--workers", ns.workers, 1),
+        ("--threads", ns.threads, None),
+        ("--scale", ns.scale, None),
+        ("--device", ns.device, "auto"),
+    )
+    for flag, value, default in options:
+        if value != default:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
@@ -56,7 +91,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         scale=ns.scale,
     )
     if not ns.dry_run and not ns.no_report:
-        _report_after_run(run_dir)
+        _report_after_run(run_dir, _run_command(ns, run_dir))
+    if not ns.dry_run:
+        _warn_after_run(run_dir)
     return 0
 
 
@@ -79,7 +116,7 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     from lossbench.report.render import write_report
 
-    for path in write_report(ns.run_dir, formats=_csv(ns.format)):
+    for path in write_report(ns.run_dir, formats=_csv(ns.format), out=ns.out):
         print(path)
     return 0
 
@@ -164,9 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scale", default=None, help="validate this entry of the study's `scales:` section")
     v.set_defaults(func=_cmd_validate)
 
-    rep = sub.add_parser("report", help="write report.md / report.html for a run folder")
+    rep = sub.add_parser(
+        "report", help="write report.md / report.html (+ figures, verdicts.csv, provenance.json) for a run folder"
+    )
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--format", default="md,html", help="comma-separated: md, html")
+    rep.add_argument(
+        "--out", type=Path, default=None, help="write the report into this folder instead of the run folder"
+    )
     rep.set_defaults(func=_cmd_report)
 
     g = sub.add_parser("gallery", help="synthetic sanity-check gallery (markdown + HTML + PNG)")

@@ -90,6 +90,55 @@ def _detection(rng: np.random.Generator, q: float) -> dict:
     return row
 
 
+def _instance_quality(rng: np.random.Generator, q: float, empty: bool) -> dict:
+    """Panoptic and CC metrics of one subject; ``empty``: target and prediction both empty (PQ, SQ, RQ undefined)."""
+    if empty:
+        nan = float("nan")
+        return {"pq": nan, "sq": nan, "rq": nan, "pq_dsc": nan, "sq_dsc": nan, "cc_dice": 1.0, "cc_missed": 0}
+    sq = float(np.clip(q + 0.4 + rng.normal(0, 0.05), 0, 1))
+    rq = float(np.clip(q + 0.2 + rng.normal(0, 0.1), 0, 1))
+    sq_dsc = float(np.clip(sq + 0.05, 0, 1))
+    return {
+        "pq": sq * rq,
+        "sq": sq,
+        "rq": rq,
+        "pq_dsc": sq_dsc * rq,
+        "sq_dsc": sq_dsc,
+        "cc_dice": float(np.clip(q + 0.3 + rng.normal(0, 0.1), 0, 1)),
+        "cc_missed": int(rng.integers(0, 3)),
+    }
+
+
+def _test_summary(rows: list[dict]) -> dict:
+    """The runner's test summary of a cell: the mean over subjects of every numeric column, NaN values left out."""
+    frame = pd.DataFrame(rows).drop(columns=["subject"])
+    return {k: float(v.dropna().mean()) if v.notna().any() else float("nan") for k, v in frame.items()}
+
+
+def _test_rows(rng: np.random.Generator, irng: np.random.Generator, lab: str, q: float, subj_effect) -> list[dict]:
+    """The per-subject test rows of one cell.
+
+    The instance-quality columns come from their own generator ``irng`` (the other columns stay as they were before
+    those metrics existed); subject 0 of the losses of quality >= 0.4 is an empty case (no target, no prediction).
+    """
+    rows = []
+    for s in range(N_TEST):
+        det = _detection(rng, q)
+        dice = float(np.clip(q + subj_effect[s] + rng.normal(0, 0.03), 0, 1))
+        rows.append(
+            {
+                "subject": f"test_{s:03d}",
+                "dice": dice,
+                "volume_difference": int(rng.integers(10, 4000)),
+                "lesionwise_f1": float(np.clip(q + rng.normal(0, 0.1), 0, 1)),
+                "simple_lesion_count": int(rng.integers(0, 6)),
+                **det,
+                **_instance_quality(irng, q, empty=s == 0 and QUALITY.get(lab, 0.4) >= 0.4),
+            }
+        )
+    return rows
+
+
 def build_fake_run(root: Path, study: dict = STUDY, status_of=lambda cell: _status(cell.label, cell.seed)) -> dict:
     """Write a run folder with RunStore and the store's atomic writers; return what was written."""
     store = RunStore(root)
@@ -137,23 +186,10 @@ def build_fake_run(root: Path, study: dict = STUDY, status_of=lambda cell: _stat
         written["val"].extend({"label": lab, "seed": seed, **r} for r in val_rows)
         test_summary = {}
         if status == "ok":
-            test_rows = []
-            for s in range(N_TEST):
-                det = _detection(rng, q)
-                dice = float(np.clip(q + subj_effect[s] + rng.normal(0, 0.03), 0, 1))
-                test_rows.append(
-                    {
-                        "subject": f"test_{s:03d}",
-                        "dice": dice,
-                        "volume_difference": int(rng.integers(10, 4000)),
-                        "lesionwise_f1": float(np.clip(q + rng.normal(0, 0.1), 0, 1)),
-                        "simple_lesion_count": int(rng.integers(0, 6)),
-                        **det,
-                    }
-                )
+            test_rows = _test_rows(rng, np.random.default_rng([seed, sum(map(ord, lab))]), lab, q, subj_effect)
             atomic_write_csv(d / "test_subjects.csv", test_rows)
             written["test"].extend({"label": lab, "seed": seed, **r} for r in test_rows)
-            test_summary = {"dice": float(np.mean([r["dice"] for r in test_rows]))}
+            test_summary = _test_summary(test_rows)
         timing = {
             "steps": 2 * last,
             "mean_step_s": 0.05 + 0.1 * (lab != "Dice"),

@@ -317,6 +317,10 @@ def test_on_a_real_run_folder(tmp_path):
         "test_volume_difference",
         "test_lesionwise_f1",
         "test_simple_lesion_count",
+        "test_pq",
+        "test_sq",
+        "test_rq",
+        "test_cc_dice",
         "val_dsc",
     }
     assert (v["n_seeds"] == 1).all() and (v["verdict"] == "no evidence").all()  # one seed: no interval

@@ -1,47 +1,74 @@
-"""``lossbench report RUN_DIR``: ranked markdown / HTML report of a finished (or partly finished) study run.
+"""``lossbench report RUN_DIR [--out DIR]``: the report of a finished (or partly finished) study run.
 
 The report is built from the run folder only (:func:`~lossbench.report.run_data.load_run`). Its parts, in page
 order, each built by one module of :mod:`lossbench.report.sections`:
 
+* ``verdicts``: every loss against the baseline with the training run (seed) as the unit: one plain sentence per
+  finding, the warnings (too few seeds, cells that did not finish, best epochs at the last epoch), the differences
+  with their 95% intervals, verdicts, seed counts and smallest detectable differences, and how they were computed
+  (:mod:`lossbench.report.verdicts`);
 * ``header``: a setup table with everything needed to read the numbers (dataset, model, training mode, seeds,
   connectivity of the losses' instances and of the metrics, matching rule, ranking rule and divisor, package
-  versions, device, time);
-* per dataset (:class:`DatasetSection`): ``results``, a validation table in the layout of the ICI paper's Table 1
-  and a test table in the layout of its Table 2, with dense ranks, the mean rank, the best value in bold and the
-  second best underlined; ``statistics`` on the paired test subjects (:mod:`lossbench.report.stats`); ``figures``;
+  versions, device, time, the command that regenerates the report);
+* per dataset (:class:`DatasetSection`): ``results``, descriptive tables (ranks of means, not evidence): validation
+  in the layout of the ICI paper's Table 1, test in the layout of its Table 2 and instance quality (PQ, SQ, RQ,
+  CC-Dice), with dense ranks, the mean rank, the best value in bold and the second best underlined; ``statistics``
+  on the paired test subjects, conditional on the trained models (:mod:`lossbench.report.stats`); ``figures``;
 * ``audit``: the gradient audit of the study's losses when ``lossbench.audit`` is installed;
 * ``cells``: the status of every cell: diverged, failed and missing cells are listed, never hidden;
-* ``definitions``: every metric with its direction and empty-case policy.
+* ``definitions``: every metric with its direction and empty-case policy, and every abbreviation.
 
-Output: ``RUN_DIR/report.md``, ``RUN_DIR/report.html`` (self-contained apart from the PNG figures in
-``RUN_DIR/report_files/``, referenced by relative paths) rendered from the templates ``report.md.j2`` and
-``report.html.j2`` (:mod:`lossbench.report.templating`). A new part of the page is one entry of the context built
-by :func:`_page_context` and one block in each of the two templates, which render tables with their
-``render_table`` macro.
+Output, in the run folder or in ``out``: ``report.md``, ``report.html`` (self-contained apart from the PNG figures
+in ``report_files/``, referenced by relative paths) rendered from the templates ``report.md.j2`` and
+``report.html.j2`` (:mod:`lossbench.report.templating`), ``verdicts.csv`` and ``provenance.json`` (the source
+fingerprints of the ``study`` and ``report`` scopes and the command that regenerates the report,
+:mod:`lossbench.provenance`). A new part of the page is one entry of the context built by :func:`_page_context`
+and one block in each of the two templates, which render tables with their ``render_table`` macro.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.errors import ConfigError, expect
+from lossbench.errors import ConfigError, StudyError, expect
 from lossbench.io import atomic_write_text
 from lossbench.report.model import Figure, Table
 from lossbench.report.run_data import RunData, load_run
 from lossbench.report.sections.audit import audit_tables
 from lossbench.report.sections.cells import cells_table
-from lossbench.report.sections.definitions import definitions_table
+from lossbench.report.sections.definitions import abbreviations_table, definitions_table
 from lossbench.report.sections.figures import dataset_figures
 from lossbench.report.sections.header import setup_table
-from lossbench.report.sections.results import TEST_METRICS, VAL_METRICS, leaders, test_set_table, validation_table
+from lossbench.report.sections.results import (
+    INSTANCE_METRICS,
+    TEST_METRICS,
+    VAL_METRICS,
+    instance_table,
+    test_set_table,
+    validation_table,
+)
 from lossbench.report.sections.statistics import stats_section
+from lossbench.report.sections.verdicts import VerdictSection, run_warnings_of, verdict_section
 from lossbench.report.templating import render
 
-__all__ = ["write_report", "load_run", "RunData", "VAL_METRICS", "TEST_METRICS", "FORMATS", "DatasetSection"]
+__all__ = [
+    "write_report",
+    "regenerate_command",
+    "run_warnings",
+    "load_run",
+    "RunData",
+    "VAL_METRICS",
+    "TEST_METRICS",
+    "INSTANCE_METRICS",
+    "FORMATS",
+    "DatasetSection",
+]
 
 #: Output formats of :func:`write_report`.
 FORMATS = ("md", "html")
@@ -60,37 +87,146 @@ class DatasetSection:
     summary: list[str] = field(default_factory=list)
 
 
-def write_report(run_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``report.md`` and/or ``report.html`` (plus ``report_files/*.png``) into a run folder.
+def write_report(
+    run_dir: str | Path,
+    formats: Sequence[str] = FORMATS,
+    *,
+    out: str | Path | None = None,
+    command: str | None = None,
+) -> list[Path]:
+    """Write ``report.md`` and/or ``report.html`` (plus figures, ``verdicts.csv``, ``provenance.json``) of a run.
 
     Args:
         run_dir: a run folder written by ``lossbench run``.
         formats: any of ``"md"``, ``"html"`` (a comma-separated string is accepted too).
+        out: the folder to write into (created if missing); default the run folder.
+        command: the ``lossbench run`` command that made the run (the ``run`` command passes its own); default
+            the one recorded in the run folder's ``provenance.json``, else one rebuilt from its resolved study
+            (see :func:`regenerate_command`).
 
-    Figures go to ``RUN_DIR/report_files/`` (PNG files left there by an earlier report are replaced). A run
-    interrupted before it wrote ``results.csv`` gets one first (see :func:`load_run`).
+    Figures go to ``report_files/`` (PNG files left there by an earlier report are replaced). A run interrupted
+    before it wrote ``results.csv`` gets one first (see :func:`load_run`).
 
     Returns:
         The written report files, in the order of ``formats``.
 
     Raises:
-        ConfigError: unknown format.
+        ConfigError: unknown format, or ``out`` is a file.
         StudyError: ``run_dir`` is not a run folder, or no cell has finished training (see :func:`load_run`).
     """
+    from lossbench.provenance import write_provenance
     from lossbench.report.plots import loss_colors
+    from lossbench.report.verdicts import write_verdicts
 
     fmts = _check_formats(formats)
     data = load_run(run_dir)
+    folder = _out_folder(data.root, out)
+    regenerate, reconstructed = regenerate_command(data.root, folder, command)
     colors = loss_colors(data.labels)
-    files = _figure_folder(data.root)
+    files = _figure_folder(folder)
+    verdicts = verdict_section(data)
     sections = [_dataset_section(data, ds, suffix, colors, files) for ds, suffix in zip(data.datasets, _suffixes(data))]
-    context = _page_context(data, sections, colors)
+    context = _page_context(data, sections, colors, verdicts, _regenerate_text(regenerate, reconstructed))
     written = []
     for fmt in fmts:
-        path = data.root / f"report.{fmt}"
+        path = folder / f"report.{fmt}"
         atomic_write_text(path, render(f"report.{fmt}.j2", **context))
         written.append(path)
+    write_verdicts(verdicts.verdicts, folder)
+    write_provenance(folder, ["study", "report"], regenerate)
     return written
+
+
+def run_warnings(run_dir: str | Path) -> list[str]:
+    """What limits the verdicts of a run (too few seeds, cells that did not finish, undertrained models).
+
+    The ``run`` command prints these at its end. A run without a reportable cell gets the warnings of its results
+    table (an empty list when it has none).
+    """
+    from lossbench.report.verdicts import study_warnings
+    from lossbench.study.store import load_results
+
+    try:
+        return run_warnings_of(load_run(run_dir))
+    except StudyError:
+        path = Path(run_dir)
+        if not (path / "results.csv").is_file():
+            return []
+        results = load_results(path)
+        return study_warnings(results) if not results.empty and "status" in results.columns else []
+
+
+def regenerate_command(run_dir: Path, folder: Path, run_command: str | None = None) -> tuple[str, bool]:
+    """The shell command that regenerates the report in ``folder`` from scratch, and whether it was reconstructed.
+
+    The ``lossbench run`` part is ``run_command`` when given (the ``run`` command passes the one it was called
+    with), else the one recorded in ``run_dir/provenance.json`` by an earlier report of the run, else
+    ``lossbench run RUN_DIR/study.yaml --out RUN_DIR``: the run folder does not keep the original study file's
+    path or the run's options, but its resolved ``study.yaml`` describes the same cells (reconstructed: True). A
+    report written elsewhere (``folder`` is not the run folder) appends ``&& lossbench report RUN_DIR --out
+    FOLDER``.
+    """
+    recorded = run_command or _recorded_run_command(run_dir)
+    reconstructed = False
+    if not recorded:
+        recorded = shlex.join(["lossbench", "run", str(run_dir / "study.yaml"), "--out", str(run_dir)])
+        reconstructed = True
+    elif shlex.split(recorded)[2:3] == [str(run_dir / "study.yaml")]:
+        reconstructed = True  # recorded by an earlier report that had to rebuild it
+    if _same_folder(folder, run_dir):
+        return recorded, reconstructed
+    return f"{recorded} && {shlex.join(['lossbench', 'report', str(run_dir), '--out', str(folder)])}", reconstructed
+
+
+def _recorded_run_command(run_dir: Path) -> str:
+    """The ``lossbench run ...`` part of the command in the run folder's ``provenance.json`` ('' if none)."""
+    from lossbench.provenance import PROVENANCE_FILE
+
+    try:
+        record = json.loads((run_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    command = record.get("command") if isinstance(record, dict) else None
+    if not isinstance(command, str):
+        return ""
+    try:
+        words = shlex.split(command.split(" && ")[0])
+    except ValueError:
+        return ""
+    if words[:2] != ["lossbench", "run"] or len(words) < 3:
+        return ""
+    if "--out" in words[:-1]:  # a run folder moved since: the command's --out names where it is now
+        at = words.index("--out") + 1
+        if not _same_folder(Path(words[at]), run_dir):
+            words[at] = str(run_dir)
+    return shlex.join(words)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _regenerate_text(command: str, reconstructed: bool) -> str:
+    """The setup table's "Regenerate with" row."""
+    if not reconstructed:
+        return command
+    return (
+        f"{command} (reconstructed: the run folder does not record the original study file or the run's options; "
+        "its resolved study.yaml describes the same cells)"
+    )
+
+
+def _out_folder(root: Path, out: str | Path | None) -> Path:
+    """The folder the report goes to: ``out`` (created) or the run folder."""
+    if out is None:
+        return root
+    if not isinstance(out, (str, Path)):
+        raise expect("out", "a folder path", type(out).__name__, cls=ConfigError)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise expect("out", "a folder for the report", f"{str(folder)!r}, a file", cls=ConfigError)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
@@ -139,24 +275,28 @@ def _dataset_section(data: RunData, ds: str, suffix: str, colors: dict[str, str]
         return DatasetSection(ds, [], [], [], [], [], ["No cell of this dataset finished training."])
     val, rt_val = validation_table(data, ds, colors)
     test = test_set_table(data, ds, colors)
-    tables = [val] if test is None else [val, test[0]]
+    instances = instance_table(data, ds, colors)
+    tables = [val] + [t[0] for t in (test, instances) if t is not None]
     rank_tables: list[tuple[str, Any]] = [("val", rt_val)] if test is None else [("val", rt_val), ("test", test[1])]
     stats = stats_section(data, ds, colors, files, suffix)
     for t in tables + stats.tables:
         t.id = f"{t.id}{suffix}"
     figs = dataset_figures(data, ds, colors, files, suffix, rank_tables)
-    summary = [leaders(name, rt) for name, rt in (("validation", rt_val), ("test", test[1] if test else None))]
-    return DatasetSection(ds, tables, stats.tables, stats.notes, figs, stats.figures, [x for x in summary if x])
+    return DatasetSection(ds, tables, stats.tables, stats.notes, figs, stats.figures)
 
 
-def _page_context(data: RunData, sections: list[DatasetSection], colors: dict[str, str]) -> dict[str, Any]:
+def _page_context(
+    data: RunData, sections: list[DatasetSection], colors: dict[str, str], verdicts: VerdictSection, regenerate: str
+) -> dict[str, Any]:
     """Everything the report templates render, in page order after the title."""
     audit, audit_note = audit_tables(data)
     return {
         "title": f"lossbench report: {data.study.name}",
         "study": data.study,
-        "header": setup_table(data),
+        "verdicts": verdicts,
+        "header": setup_table(data, regenerate),
         "definitions": definitions_table(),
+        "abbreviations": abbreviations_table(),
         "sections": sections,
         "several": len(data.datasets) > 1,
         "audit": audit,

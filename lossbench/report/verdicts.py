@@ -71,10 +71,21 @@ __all__ = [
     "verdict_findings",
     "method_note",
     "study_warnings",
+    "number",
 ]
 
-#: Results columns judged by default: the report's test metrics and the validation DSC.
-DEFAULT_METRICS = ("test_dice", "test_volume_difference", "test_lesionwise_f1", "test_simple_lesion_count", "val_dsc")
+#: Results columns judged by default: the report's test metrics (ATLAS and instance quality) and the validation DSC.
+DEFAULT_METRICS = (
+    "test_dice",
+    "test_volume_difference",
+    "test_lesionwise_f1",
+    "test_simple_lesion_count",
+    "test_pq",
+    "test_sq",
+    "test_rq",
+    "test_cc_dice",
+    "val_dsc",
+)
 
 #: Names used in sentences (other columns: underscores become spaces).
 METRIC_NAMES = {
@@ -82,6 +93,12 @@ METRIC_NAMES = {
     "test_volume_difference": "test volume difference",
     "test_lesionwise_f1": "test lesion-wise F1",
     "test_simple_lesion_count": "test simple lesion count",
+    "test_pq": "test PQ",
+    "test_sq": "test SQ",
+    "test_rq": "test RQ",
+    "test_pq_dsc": "test PQ (DSC)",
+    "test_cc_dice": "test CC-Dice",
+    "test_cc_missed": "test CC missed",
     "val_dsc": "validation DSC",
 }
 
@@ -373,8 +390,24 @@ def write_verdicts(verdicts: pd.DataFrame, run_dir: str | Path) -> Path:
     return atomic_write_csv(Path(run_dir) / "verdicts.csv", verdicts)
 
 
+def number(x: float, digits: int = 3, *, sign: bool = True) -> str:
+    """``x`` to ``digits`` significant digits without exponent or trailing zeros (``+0.0123``, ``-6``, ``+1,230``).
+
+    ``n/a`` when ``x`` is not finite.
+    """
+    if not np.isfinite(x):
+        return "n/a"
+    if x == 0:
+        return "+0" if sign else "0"
+    places = digits - 1 - int(np.floor(np.log10(abs(x))))
+    x = round(float(x), places)  # negative places round the integer digits: 2,413 -> 2,410 at 3 digits
+    decimals = max(0, places)
+    text = f"{x:{'+' if sign else ''},.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _fmt(x: float) -> str:
-    return f"{x:+.3g}"
+    return number(x)
 
 
 def _seeds_text(counts: pd.Series) -> str:
@@ -406,7 +439,11 @@ def _metric_findings(group: pd.DataFrame, name: str, prefix: str) -> list[str]:
         else:
             who = f"No evidence that {_and(list(open_['loss']), 'or')} differ{'s' if len(open_) == 1 else ''}"
         mde = open_["mde"].dropna()
-        detect = f"; the smallest difference this study could detect is about {mde.median():.2g}" if len(mde) else ""
+        detect = (
+            f"; the smallest difference this study could detect is about {number(mde.median(), 2, sign=False)}"
+            if len(mde)
+            else ""
+        )
         out.append(f"{prefix}{who} from {baseline} in {name} at {_seeds_text(open_['n_seeds'])}{detect}.")
     for r in group[group["n_seeds"] < 2].itertuples(index=False):
         out.append(f"{prefix}{r.loss}: no verdict in {name} ({r.note}).")
@@ -441,7 +478,7 @@ def verdict_findings(verdicts: pd.DataFrame, *, names: Mapping[str, str] | None 
 
 def method_note(verdicts: pd.DataFrame, *, alpha: float = 0.05) -> str:
     """One paragraph saying how the verdicts were computed (for the report, under the table)."""
-    k = int(verdicts["n_compared"].max()) if len(verdicts) else 1
+    k = max(1, int(verdicts["n_compared"].max())) if len(verdicts) else 1
     conf = f"{100 * (1 - alpha):g}%"
     return (
         "Each training run (seed) is one observation: per seed, the loss's value minus the baseline's (cells that "
@@ -449,7 +486,9 @@ def method_note(verdicts: pd.DataFrame, *, alpha: float = 0.05) -> str:
         f"the mean difference, Bonferroni-adjusted over the {k} loss(es) compared for a metric, so that they hold "
         f"together with {conf} probability; the verdict is better or worse when the interval excludes 0 (in the "
         "metric's direction), otherwise no evidence. The smallest detectable difference is the true difference "
-        "this test finds with 80% power given the observed run-to-run spread."
+        "this test finds with 80% power given the observed run-to-run spread. Each metric is a family of its own: "
+        f"across metrics the error rate adds up (up to {100 * alpha:g}% per metric where no loss differs), so a "
+        "lone verdict among many metrics deserves a rerun with more seeds."
     )
 
 

@@ -98,7 +98,8 @@ def _rank_heatmap(rank_tables: list[tuple[str, Any]], files: Path, suffix: str) 
     return Figure(
         f"{files.name}/{p.name}",
         "Rank heatmap",
-        "Dense rank of each loss per metric of the two tables above (1 = best); blank: no value.",
+        "Dense rank of each loss per metric of the validation and test tables above (1 = best); blank: no value. "
+        "Ranks of means: descriptive, not verdicts.",
     )
 
 

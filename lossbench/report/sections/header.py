@@ -19,9 +19,11 @@ from lossbench.report.text import duration, kv
 __all__ = ["setup_table", "connectivity_text"]
 
 
-def setup_table(data: RunData) -> Table:
-    """The setup table (one row per item) of a run."""
+def setup_table(data: RunData, regenerate: str = "") -> Table:
+    """The setup table (one row per item) of a run; ``regenerate``: the command that remakes the report (a row)."""
     items = _study_items(data) + _instance_items(data) + _run_items(data)
+    if regenerate:
+        items.append(("Regenerate with", regenerate))
     rows = [Row(label=k, cells=[Cell(text=v)]) for k, v in items]
     return Table(id="setup", title="Setup", columns=["Value"], rows=rows, row_header="Item", align=["l"])
 

@@ -1,4 +1,8 @@
-"""The ranked result tables of one dataset: validation (the ICI paper's Table 1) and test (its Table 2).
+"""The ranked result tables of one dataset: validation (the ICI paper's Table 1), test (its Table 2), instance quality.
+
+The tables are descriptive: they rank means, they are not evidence that one loss beats another (the report's
+Verdicts judge that against run-to-run variation). The instance-quality table (panoptic quality and CC-Metrics) has
+the layout of the test table.
 
 Every number of a table is the mean over the finished seeds of a loss; the small ``±`` value next to it is the
 standard deviation over those seeds (``ddof=1``, shown with two or more seeds). Validation numbers of a cell are
@@ -22,9 +26,10 @@ from lossbench.report.run_data import RunData
 __all__ = [
     "VAL_METRICS",
     "TEST_METRICS",
+    "INSTANCE_METRICS",
     "validation_table",
     "test_set_table",
-    "leaders",
+    "instance_table",
     "count_text",
 ]
 
@@ -47,8 +52,27 @@ TEST_METRICS = (
     ("simple_lesion_count", "Simple lesion count"),
 )
 
+#: Instance-quality table: panoptic quality (panoptica's semantics) and CC-Metrics, per-subject key, column title.
+INSTANCE_METRICS = (
+    ("pq", "PQ"),
+    ("sq", "SQ"),
+    ("rq", "RQ"),
+    ("cc_dice", "CC-Dice"),
+    ("pq_dsc", "PQ (DSC)"),
+    ("cc_missed", "CC missed"),
+)
+
+#: The metrics that are NaN for a subject whose prediction and target are both empty (left out of the means).
+_PANOPTIC = ("pq", "sq", "rq", "pq_dsc")
+
 #: Decimals printed (and ranked: ranks are computed on the printed values) per metric; counts use count_text.
-_DECIMALS = {"dice": 4, "lesionwise_f1": 4, "volume_difference": 2, "simple_lesion_count": 4}
+_DECIMALS = {
+    "dice": 4,
+    "lesionwise_f1": 4,
+    "volume_difference": 2,
+    "simple_lesion_count": 4,
+    "cc_missed": 4,
+}
 _COUNT_METRICS = {k for k, _ in VAL_METRICS if k != "dice"}
 
 
@@ -110,10 +134,10 @@ def _best_epoch_rows(data: RunData, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "seed", "best_epoch", *[k for k, _ in VAL_METRICS]])
 
 
-def _test_cell_stats(data: RunData, dataset: str) -> pd.DataFrame:
-    """Per finished ("ok") cell: mean and std over test subjects of the Table 2 metrics."""
+def _test_cell_stats(data: RunData, dataset: str, metrics: Sequence[tuple[str, str]] = TEST_METRICS) -> pd.DataFrame:
+    """Per finished ("ok") cell: mean and std over test subjects of ``metrics`` (NaN subject values left out)."""
     ts = data.test_subjects
-    cols = [k for k, _ in TEST_METRICS]
+    cols = [k for k, _ in metrics]
     if ts.empty:
         return pd.DataFrame(columns=["label", "seed", *[f"{c}_mean" for c in cols], *[f"{c}_std" for c in cols]])
     sub = ts[ts["cell_id"].astype(str).isin(data.ok_cell_ids(dataset))]
@@ -236,16 +260,6 @@ def _value_cell(stats: _SeedStats, rt: Any, lab: str, k: str) -> Cell:
     )
 
 
-def leaders(name: str, rt: Any) -> str:
-    """One line naming the losses with the best mean rank of a ranked table (ties listed together)."""
-    if rt is None:
-        return ""
-    first = [str(m) for m in rt.overall_rank.index if int(rt.overall_rank[m]) == 1]
-    value = float(rt.mean_rank[first[0]])
-    who = first[0] if len(first) == 1 else ", ".join(first[:-1]) + " and " + first[-1]
-    return f"Best mean rank on the {name} set: {who} ({value:.2f})" + (" (tie)" if len(first) > 1 else "") + "."
-
-
 def validation_table(data: RunData, dataset: str, colors: dict[str, str]) -> tuple[Table, Any]:
     """The validation table (best epoch of each cell) and its ranking."""
     per_cell = _best_epoch_rows(data, dataset)
@@ -270,23 +284,25 @@ def validation_table(data: RunData, dataset: str, colors: dict[str, str]) -> tup
     return table, rt
 
 
-def test_set_table(data: RunData, dataset: str, colors: dict[str, str]) -> tuple[Table, Any] | None:
-    """The test table (best checkpoint of each cell) and its ranking; None without test results."""
-    per_cell = _test_cell_stats(data, dataset)
+def _subject_mean_table(
+    data: RunData, dataset: str, colors: dict[str, str], metrics: Sequence[tuple[str, str]], tid: str, title: str
+) -> tuple[Table, Any] | None:
+    """A table of per-subject test metrics: mean (std) over subjects per seed, averaged over seeds; None if empty."""
+    per_cell = _test_cell_stats(data, dataset, metrics)
     if per_cell.empty:
         return None
-    keys = [k for k, _ in TEST_METRICS]
+    keys = [k for k, _ in metrics]
     mean, seed_std, n = _seed_mean_std(per_cell, data.labels, [f"{k}_mean" for k in keys])
     sstd, _, _ = _seed_mean_std(per_cell, data.labels, [f"{k}_std" for k in keys])
     mean.columns = keys
     seed_std.columns = keys
     sstd.columns = keys
     table, rt = _ranked_table(
-        "test",
-        "Test set (layout of the ICI paper's Table 2): best checkpoint of each cell",
+        tid,
+        title,
         data,
         dataset,
-        TEST_METRICS,
+        metrics,
         _SeedStats(mean=mean, seed_std=seed_std, n_seeds=n, subject_std=sstd),
         colors,
     )
@@ -297,3 +313,60 @@ def test_set_table(data: RunData, dataset: str, colors: dict[str, str]) -> tuple
         "standard deviation over seeds of the per-seed mean.",
     )
     return table, rt
+
+
+def test_set_table(data: RunData, dataset: str, colors: dict[str, str]) -> tuple[Table, Any] | None:
+    """The test table (best checkpoint of each cell) and its ranking; None without test results."""
+    return _subject_mean_table(
+        data,
+        dataset,
+        colors,
+        TEST_METRICS,
+        "test",
+        "Test set (layout of the ICI paper's Table 2): best checkpoint of each cell",
+    )
+
+
+def instance_table(data: RunData, dataset: str, colors: dict[str, str]) -> tuple[Table, Any] | None:
+    """The instance-quality table (panoptic quality, CC-Metrics) of the test set and its ranking.
+
+    None when the run has no per-subject test rows with these metrics (a run made before they existed).
+    """
+    ts = data.test_subjects
+    metrics = [(k, name) for k, name in INSTANCE_METRICS if k in ts.columns]
+    if ts.empty or not metrics:
+        return None
+    out = _subject_mean_table(
+        data,
+        dataset,
+        colors,
+        metrics,
+        "instances",
+        "Test set: instance quality (panoptic quality and CC-Metrics), best checkpoint of each cell",
+    )
+    if out is not None:
+        out[0].notes.append(_empty_case_note(data, dataset, [k for k, _ in metrics]))
+    return out
+
+
+def _empty_case_note(data: RunData, dataset: str, keys: Sequence[str]) -> str:
+    """The empty-case policy and how many (cell, subject) results the panoptic means left out, overall and per loss."""
+    ts = data.test_subjects
+    sub = ts[ts["cell_id"].astype(str).isin(data.ok_cell_ids(dataset))]
+    names = dict(INSTANCE_METRICS)
+    panoptic = [k for k in _PANOPTIC if k in keys]
+    parts = []
+    if panoptic:
+        nan = pd.to_numeric(sub[panoptic[0]], errors="coerce").isna()
+        per_loss = nan.groupby(sub["label"], sort=False).agg(["sum", "count"])
+        detail = ", ".join(f"{lab} {int(r['sum'])}/{int(r['count'])}" for lab, r in per_loss.iterrows() if r["sum"])
+        parts.append(
+            f"{', '.join(names[k] for k in panoptic)} are undefined (NaN) for a subject whose prediction and target "
+            f"are both empty (panoptica's convention), and such subjects are left out of those means: "
+            f"{int(nan.sum())} of the {len(sub)} (cell, subject) results here"
+            + (f" ({detail})" if detail else "")
+            + "; they are 0 when no instance pair is matched (e.g. an empty prediction of a non-empty target)"
+        )
+    if "cc_dice" in keys:
+        parts.append("CC-Dice is 1 when both are empty and 0 when only the prediction has foreground")
+    return "Empty cases: " + "; ".join(parts) + "."

@@ -1,5 +1,9 @@
 """The statistics section of one dataset, on the paired test subjects (:mod:`lossbench.report.stats`).
 
+These tests are conditional on the trained models: the unit is the test subject and each loss's models are held
+fixed (a subject's value is the mean over the loss's seeds), so they say whether a difference holds across subjects
+for these training runs, not whether it would survive retraining. The report's Verdicts judge the latter.
+
 Four parts, each skipped with a note when it cannot be computed: Wilcoxon signed-rank against the baseline with Holm
 correction, Friedman (do the losses differ at all), bootstrap rank stability with Kendall's tau (and its blob plot),
 and test-then-rank.
@@ -61,9 +65,12 @@ def stats_section(data: RunData, dataset: str, colors: dict[str, str], files: Pa
         out.notes.append("Fewer than two losses have finished cells: no comparison is possible.")
         return out
     out.notes.append(
-        "Statistics use the test subjects paired across losses; a subject's value for a loss is the mean over its "
-        "finished seeds. Subjects with an undefined (NaN) value for any loss are left out of that test (n says "
-        f"how many remain). Significance level α = {ALPHA}."
+        "These tests are conditional on the trained models: they treat the test subjects, not the training runs, "
+        "as the unit, so they say whether a difference holds across subjects for these particular models, not "
+        "whether it would hold if the losses were trained again with other seeds (the Verdicts at the top judge "
+        "that). Statistics use the test subjects paired across losses; a subject's value for a loss is the mean "
+        "over its finished seeds. Subjects with an undefined (NaN) value for any loss are left out of that test "
+        f"(n says how many remain). Significance level α = {ALPHA}."
     )
     _wilcoxon(data, paired, out)
     _friedman(paired, out)
@@ -197,6 +204,7 @@ def _bootstrap(p: _Paired, out: StatsSection, files: Path, suffix: str) -> None:
                 Cell(text=f"{r['median_rank']:g}"),
                 Cell(text=f"{r['rank_q025']:g} – {r['rank_q975']:g}"),
                 Cell(text=f"{100 * r['p_first']:.1f}%"),
+                Cell(text=f"{100 * r['p_tied_first']:.1f}%"),
             ],
         )
         for m, r in s.iterrows()
@@ -207,13 +215,16 @@ def _bootstrap(p: _Paired, out: StatsSection, files: Path, suffix: str) -> None:
         Table(
             id="bootstrap",
             title="Bootstrap rank stability",
-            columns=["Rank (all subjects)", "Mean rank", "Median rank", "95% interval", "Ranked first"],
+            columns=["Rank (all subjects)", "Mean rank", "Median rank", "95% interval", "Ranked first", "Shared first"],
             rows=rows,
             notes=[
                 f"{N_BOOTSTRAP} bootstrap resamples of the {boot.n_subjects} test subjects (seed {boot.seed}); "
                 f"in each, losses are ranked like the test table (dense rank per metric, mean over the "
                 f"{len(p.keys)} metrics, dense rank of that). Median Kendall's τ between a resample's ranking and "
-                f"the ranking on all subjects: {tau_text} (1 = identical order)."
+                f"the ranking on all subjects: {tau_text} (1 = identical order).",
+                "Ranked first: share of the resamples in which the loss came first; a first place shared by m "
+                "tied losses counts 1/m for each, so the column sums to 100%. Shared first: share of the resamples "
+                "in which the loss tied with others for first place (these shares overlap and do not sum to 100%).",
             ],
         )
     )
