@@ -10,8 +10,10 @@ taken only while the case has used less than ``CASE_BUDGET_S``. On CUDA every ti
 
 Peak memory: CUDA: ``torch.cuda.max_memory_allocated`` above the memory in use before the call. CPU on Linux: the
 peak resident set size above the resident size before the call, with the high-water mark reset through
-``/proc/self/clear_refs``, i.e. newly touched pages (memory reused from the allocator's free lists is not counted,
-so small CPU values are lower bounds). Elsewhere ``tracemalloc``, which sees numpy and Python allocations only.
+``/proc/self/clear_refs``, i.e. newly touched pages. glibc's free heap memory is handed back to the OS first
+(``malloc_trim``), so that the call's allocations touch fresh pages instead of reusing pages an earlier case left
+mapped: the growth is the call's own peak, not a lower bound that depends on what ran before (other allocators'
+free lists can still hide some of it). Elsewhere ``tracemalloc``, which sees numpy and Python allocations only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lossbench.bench.environment import trim_heap
 
 __all__ = ["Timing", "measure_group", "cpu_memory_method", "Case", "SLOW_CALL_S", "CASE_BUDGET_S", "MIN_SAMPLE_S"]
 
@@ -92,7 +96,9 @@ def _can_reset_hwm() -> bool:
 
 def cpu_memory_method() -> str:
     """The CPU peak-memory method here: the resident set's high-water mark if it can be reset, else tracemalloc."""
-    return "rss-peak (VmHWM reset via /proc/self/clear_refs)" if _can_reset_hwm() else "tracemalloc"
+    if not _can_reset_hwm():
+        return "tracemalloc"
+    return "rss-peak (VmHWM reset via /proc/self/clear_refs" + (", free heap trimmed first)" if trim_heap() else ")")
 
 
 @contextlib.contextmanager
@@ -107,6 +113,7 @@ def _peak_memory(device: torch.device, method: str) -> Iterator[list[int | None]
         torch.cuda.synchronize(device)
         box[0] = max(0, torch.cuda.max_memory_allocated(device) - base)
     elif method.startswith("rss"):
+        trim_heap()
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
         base = _read_status_kb("VmRSS") or 0
