@@ -333,7 +333,8 @@ def test_peak_memory_counts_heap_pages_an_earlier_case_left_mapped():
     out = measure_group({"first": (touch, CPU), "second": (touch, CPU)}, repeats=1, memory_method=cpu_memory_method())
     # the second case reuses the pages the first freed; without handing them back first it would measure ~0
     for name in ("first", "second"):
-        assert out[name].peak_mem_bytes >= 30 * 2**20
+        assert len(out[name].mem_samples) == 2  # the warm-up and the untimed call before the sample
+        assert min(out[name].mem_samples) >= 30 * 2**20
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

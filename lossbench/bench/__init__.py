@@ -35,16 +35,17 @@ work <= 2x blob and the whole loss <= 1.5x (Voronoi labelling + Dice); metrics <
 also the GPU goals: exact torch labelling <= 2 ms per 192^3 volume and ICI <= 1.5x Dice for 4x1x192^3. On CUDA
 the floor labels with the torch backend on the device instead of cc3d.
 
-Method (details in :mod:`lossbench.bench.timing`): each case gets one warm-up call (which also measures peak
-memory), then ``repeats`` timed samples; a sample is the mean over enough back-to-back calls to last 10 ms, as
-``timeit`` does. The cases of one group (same suite, size and batch) are timed round-robin, so a burst of load on a
-shared machine hits all of them alike; each sample follows one untimed call of the same case, so that no case
-inherits the memory state of the previous one (on CPU, large freed blocks go back to the OS and the next case's
-first large allocations page-fault). A call longer than 1 s is its own warm-up, and a case stops taking samples
-after 10 s; the noisy scene takes at most 3 samples per case. Every loss runs once on a small corner of its inputs
-before anything is measured (compiled kernels load then, not in the first measured call). Reported: median,
-interquartile range, min/max, number of samples and peak memory (CUDA: allocated by torch; CPU on Linux: newly
-touched resident pages after glibc's free heap is handed back to the OS; elsewhere ``tracemalloc``).
+Method (details in :mod:`lossbench.bench.timing`): each case gets one warm-up call, then ``repeats`` timed samples;
+a sample is the mean over enough back-to-back calls to last 10 ms, as ``timeit`` does. The cases of one group (same
+suite, size and batch) are timed round-robin, so a burst of load on a shared machine hits all of them alike; each
+sample follows one untimed call of the same case, so that no case inherits the memory state of the previous one (on
+CPU, large freed blocks go back to the OS and the next case's first large allocations page-fault). A call longer
+than 1 s is its own warm-up, and a case stops taking samples after 10 s; the noisy scene takes at most 3 samples per
+case. Every loss runs once on a small corner of its inputs before anything is measured (compiled kernels load then,
+not in the first measured call). Reported: median, interquartile range, min/max, number of samples and peak memory
+growth, the median over the untimed calls (the warm-up and the call before each sample; CUDA: allocated by torch;
+CPU on Linux: newly touched resident pages after glibc's free heap is handed back to the OS; elsewhere
+``tracemalloc``).
 
 Threads: torch's intra-op thread count is recorded, not changed. On a shared machine whose cores are busy,
 multi-threaded torch ops can stall for whole scheduler slices; run ``OMP_NUM_THREADS=1 lossbench bench`` there

@@ -167,12 +167,12 @@ def _console() -> Any:
 def _method(repeats: int) -> str:
     """The timing method in words (recorded under ``settings.method``)."""
     return (
-        f"1 warm-up call (peak memory measured on it), then up to {repeats} samples per case, cases of a group "
+        f"1 warm-up call, then up to {repeats} samples per case, cases of a group "
         "timed round-robin, each sample after one untimed call of the same case; a sample averages "
         f"back-to-back calls lasting >= {MIN_SAMPLE_S * 1e3:g} ms; "
         f"calls > {SLOW_CALL_S:g} s are their own warm-up and stop at {CASE_BUDGET_S:g} s per case; "
         f"at most {NOISY_REPEATS} samples per case in the noisy scene; every loss primed on a corner of its inputs; "
-        "median, IQR and min/max of the per-call time reported"
+        "median, IQR and min/max of the per-call time reported; peak memory: median over the untimed calls"
     )
 
 
