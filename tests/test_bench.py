@@ -1,5 +1,6 @@
 import json
 import platform
+import shlex
 import sys
 import time
 
@@ -10,17 +11,23 @@ from scipy import ndimage
 
 import lossbench.bench as bench
 import lossbench.bench.suites.cc as cc_suite
+import lossbench.bench.suites.cc_dice as cc_dice_suite
+import lossbench.bench.suites.cc_refs as cc_refs
 import lossbench.bench.suites.metrics as metrics_suite
+import lossbench.bench.suites.noisy as noisy_suite
 import lossbench.bench.suites.scaling as scaling_suite
 from lossbench.bench import instances_mask, maxpool_iterations, measure_group, parse_size, run_bench, to_markdown
-from lossbench.bench.environment import PINNED_MALLOC
+from lossbench.bench.environment import PINNED_MALLOC, pin_malloc
+from lossbench.bench.masks import lesions_mask, noisy_logits
 from lossbench.bench.record import Recorder
+from lossbench.bench.timing import cpu_memory_method
 from lossbench.cc import label_components
-from lossbench.cli import main
+from lossbench.cli import build_parser, main
 from lossbench.errors import BackendError, ConfigError, LossbenchError
+from lossbench.provenance import check_provenance
 
 CPU = torch.device("cpu")
-CC_CASES = {"cc3d direct", "cc3d", "scipy", "auto", "torch", "maxpool"}
+CC_CASES = {"cc3d direct", "cc3d", "scipy", "auto", "torch", "skimage", "maxpool"}
 TIMING_FIELDS = ("median_s", "q1_s", "q3_s", "min_s", "max_s", "samples", "calls_per_sample", "peak_mem_mb")
 
 
@@ -171,7 +178,16 @@ def test_cc_suite_fields_ratios_and_files(tmp_path):
     for g in groups:
         batch = int(g.split("B=")[1])
         got = rows(res, "cc", g)
-        assert {r["case"] for r in got} == CC_CASES
+        kornia = {r["case"] for r in got if r["case"].startswith("kornia")}
+        assert {r["case"] for r in got} == CC_CASES | kornia
+        # kornia labels 2D images only; its default 100 steps are exact on these masks, so the smallest exact count
+        # (below 100) is timed as well
+        if g.startswith("24x24"):
+            (n,) = {r["smallest_exact_iterations"] for r in got if r["case"].endswith("iterations)")}
+            assert kornia == {"kornia (100 iterations)", f"kornia ({n} iterations)", "kornia union-find"} and n < 100
+        else:
+            assert kornia == set()
+        assert all(r["exact"] for r in got if r["case"] in {"cc3d", "auto", "torch", "skimage"} | kornia)
         for r in got:
             for f in TIMING_FIELDS:
                 assert f in r, (g, r["case"], f)
@@ -233,6 +249,8 @@ def test_cli_bench_writes_files(tmp_path, capsys):
     assert (tmp_path / "bench.json").is_file() and (tmp_path / "bench.md").is_file()
     out = capsys.readouterr().out
     assert "lossbench bench: cc" in out and "cc3d direct" in out
+    command = json.loads((tmp_path / "provenance.json").read_text())["command"]
+    assert "lossbench bench --suite cc --sizes 16x16 --device cpu --repeats 1 --malloc pinned --out " in command
 
 
 @pytest.mark.parametrize(
@@ -256,16 +274,23 @@ def test_bad_arguments_fail_before_running(kwargs, exc, fragment, tmp_path):
 
 @needs_losses
 def test_loss_selection_and_malloc_state_are_recorded(tmp_path):
-    res = run_bench(suites=["losses"], sizes=["8"], repeats=1, show=False, losses="ici reference,blob", out=tmp_path)
+    res = run_bench(
+        suites=["losses"], sizes=["8"], repeats=1, show=False, losses="ici reference=False,blob", out=tmp_path
+    )
     # a registry name selects all its cases, a case label just that one; Dice and the floor always run
-    want = {"dice", "ici reference", "blob", "blob base=dicece", "2 cc3d labellings", "monai DiceLoss"}
+    want = {"dice", "ici reference=False", "blob", "blob base=dicece", "2 cc3d labellings", "monai DiceLoss"}
     assert {r["case"] for r in rows(res, "losses")} == want
     refs = [q for q in res["ratios"] if q["name"] == "dice / monai DiceLoss"]  # the external reference
     assert len(refs) == 2  # batch 1 and 4
     for q in refs:
         want = median_of(res, "losses", q["group"], "dice") / median_of(res, "losses", q["group"], "monai DiceLoss")
         assert q["value"] == pytest.approx(want)
-    assert res["settings"]["losses"] == ["ici reference", "blob"]
+    assert res["settings"]["losses"] == ["ici reference=False", "blob"]
+    # the provenance's command quotes the selection (it holds a space) and parses back to it
+    command = json.loads((tmp_path / "provenance.json").read_text())["command"]
+    assert "--losses 'ici reference=False,blob'" in command
+    ns = build_parser().parse_args(shlex.split(command.split("lossbench ", 1)[1]))
+    assert (ns.suite, ns.sizes, ns.losses) == ("losses", "8", "ici reference=False,blob")
     state = res["environment"]["malloc"]
     assert state["mode"] in ("pinned", "default")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
@@ -273,6 +298,43 @@ def test_loss_selection_and_malloc_state_are_recorded(tmp_path):
     assert "- malloc: " in (tmp_path / "bench.md").read_text()
     res = run_bench(suites=["metrics"], repeats=1, show=False, malloc="default")
     assert res["environment"]["malloc"] == {"mode": "default", "reason": "requested"}
+
+
+def test_provenance_names_the_command_that_reruns_the_benchmark(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in ("MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(metrics_suite, "METRICS_SHAPE", (48, 50, 44))
+    out = tmp_path / "bench out"
+    run_bench(suites=["metrics"], sizes=["8x8", "8", "8x8x9"], repeats=1, out=out, show=False, malloc="default")
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["command"] == (
+        "OMP_NUM_THREADS=1 lossbench bench --suite metrics --sizes 8x8,8,8x8x9 --device cpu --repeats 1 "
+        f"--malloc default --out '{out}'"
+    )
+    assert set(record["fingerprints"]) == {"bench"} and check_provenance(out) is None
+    env, *argv = shlex.split(record["command"])
+    assert env == "OMP_NUM_THREADS=1" and argv[:2] == ["lossbench", "bench"]
+    ns = build_parser().parse_args(argv[1:])
+    want = ("metrics", "8x8,8,8x8x9", "cpu", 1, "default", out)
+    assert (ns.suite, ns.sizes, ns.device, ns.repeats, ns.malloc, ns.out) == want
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc heap and /proc peak memory"
+)
+def test_peak_memory_counts_heap_pages_an_earlier_case_left_mapped():
+    pin_malloc()  # blocks below 64 MiB come from the heap, which keeps freed pages mapped
+
+    def touch():
+        a = np.ones(32 * 2**20 // 8)  # 32 MiB written
+        return float(a[::4096].sum())
+
+    out = measure_group({"first": (touch, CPU), "second": (touch, CPU)}, repeats=1, memory_method=cpu_memory_method())
+    # the second case reuses the pages the first freed; without handing them back first it would measure ~0
+    for name in ("first", "second"):
+        assert len(out[name].mem_samples) == 2  # the warm-up and the untimed call before the sample
+        assert min(out[name].mem_samples) >= 30 * 2**20
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -353,7 +415,7 @@ def test_losses_suite_fields_and_ratios():
     for g in ("16x16 B=1", "16x16 B=4", "8^3 B=1", "8^3 B=4"):
         cases = {r["case"] for r in rows(res, "losses", g)}
         assert registered | {"2 cc3d labellings"} <= cases
-        assert {"ici reference", "ici tp_mode=keep", "dici reference"} <= cases
+        assert {"ici reference=False", "ici tp_mode=keep", "dici reference=False"} <= cases
         ratios = {q["name"]: q for q in res["ratios"] if q["suite"] == "losses" and q["group"] == g}
         dice = median_of(res, "losses", g, "dice")
         floor = dice + median_of(res, "losses", g, "2 cc3d labellings")
@@ -363,18 +425,30 @@ def test_losses_suite_fields_and_ratios():
         assert ratios["ici / (dice + 2 labellings)"]["target"] is None  # checked at 96^3 and 192^3 only
 
 
-@needs_losses
-def test_scaling_suite_small(monkeypatch):
+@pytest.fixture
+def tiny_scaling(monkeypatch):
+    """The scaling suite at tiny sizes: 24^3 with 2 and 8 instances, the noisy scene 2 x 40^3 with 3 lesions."""
     monkeypatch.setattr(scaling_suite, "SCALING_SIZE", (24, 24, 24))
     monkeypatch.setattr(scaling_suite, "SCALING_COUNTS", (2, 8))
+    monkeypatch.setattr(noisy_suite, "NOISY_SHAPE", (40, 40, 40))  # lesions need sides >= 37
+    monkeypatch.setattr(noisy_suite, "NOISY_LESIONS", 3)
+
+
+@needs_losses
+def test_scaling_suite_small(tiny_scaling):
     res = run_bench(suites=["scaling"], repeats=1, show=False)
     assert res["errors"] == []
     groups = {f"24^3 n={n} ({s})" for n in (2, 8) for s in ("fixed foreground", "fixed size")}
+    groups.add("40^3 B=2 (noisy)")
     assert {r["group"] for r in rows(res, "scaling")} == groups
     cases = {r["case"] for r in rows(res, "scaling", "24^3 n=8 (fixed size)")}
     assert {"dice", "2 cc3d labellings", "ici", "dici", "blob"} <= cases
     # fixed foreground: the two counts hold about the same number of voxels; fixed size: 4x as many for 4x the balls
-    fg = {(r["instances"], r["series"]): r["foreground"] for r in rows(res, "scaling") if r["case"] == "dice"}
+    fg = {
+        (r["instances"], r["series"]): r["foreground"]
+        for r in rows(res, "scaling")
+        if r["case"] == "dice" and "instances" in r
+    }
     assert fg[(8, "fixed size")] == 4 * fg[(2, "fixed size")]
     assert abs(fg[(2, "fixed foreground")] - fg[(8, "fixed foreground")]) <= 0.25 * fg[(8, "fixed foreground")]
     ratios = {q["name"]: q for q in res["ratios"] if q["suite"] == "scaling"}
@@ -386,6 +460,178 @@ def test_scaling_suite_small(monkeypatch):
             )
             assert q["value"] == pytest.approx(want) and q["target"] == target
             assert q["status"] in (("PASS", "FAIL") if target else (None,))
+
+
+def test_noisy_logits_are_4y_minus_2_plus_standard_noise():
+    y = np.zeros((2, 40, 40, 40), bool)
+    y[:, 10:20, 10:20, 10:20] = True
+    x = noisy_logits(y, seed=3)
+    noise = x - (4.0 * y - 2.0)
+    assert x.dtype == np.float32 and abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01
+    assert abs((x[~y] > 0).mean() - 0.02275) < 0.002  # P(N(0, 1) > 2): background predicted as foreground
+    np.testing.assert_array_equal(x, noisy_logits(y, seed=3))
+
+
+@needs_losses
+def test_noisy_scene_rows_time_and_memory_ratios(tiny_scaling):
+    res = run_bench(suites=["scaling"], repeats=1, show=False)
+    assert res["errors"] == []
+    got = {r["case"]: r for r in rows(res, "scaling", "40^3 B=2 (noisy)")}
+    labels = [c[0] for c in noisy_suite.NOISY_CASES]
+    floor_case = "dice + 2 cc3d labellings"
+    assert set(got) == {*labels, floor_case}
+    # the prediction is logits > 0 of seed 0; its components counted independently (scipy, full connectivity)
+    target = np.stack([lesions_mask((40, 40, 40), 3, seed=b) for b in range(2)])
+    full = np.ones((3, 3, 3))
+    want = [ndimage.label(p, structure=full)[1] for p in noisy_logits(target, seed=0) > 0]
+    assert min(want) > 100  # 2.3 % of 64,000 background voxels, mostly isolated
+    for r in got.values():
+        assert r["prediction_components"] == want and (r["size"], r["batch"]) == ("40^3", 2)
+        assert r["samples"] == 1 and r["median_s"] > 0 and r["peak_mem_mb"] is not None
+    floor = got[floor_case]
+    ratios = {q["name"]: q for q in res["ratios"] if q.get("scene") == "noisy"}
+    assert len(ratios) == 2 * (len(labels) - 1)  # time and memory of every case but Dice
+    targeted = {"ici", "ici reference=False", "ici b=0 c=0", "dici", "dici reference=False"}
+    for label in labels[1:]:
+        time_q = ratios[f"{label} / floor, time (noisy)"]
+        mem_q = ratios[f"{label} / floor, peak memory (noisy)"]
+        assert time_q["value"] == pytest.approx(got[label]["median_s"] / floor["median_s"])
+        if floor["peak_mem_mb"]:
+            assert mem_q["value"] == pytest.approx(got[label]["peak_mem_mb"] / floor["peak_mem_mb"])
+        for q in (time_q, mem_q):
+            if label in targeted:
+                assert (q["target"], q["op"]) == (3.0, "<=")
+                assert q["status"] == ("PASS" if q["value"] <= 3.0 else "FAIL")
+            else:
+                assert q["target"] is None and q["status"] is None
+    assert "no target" in got["ici reference=False base=dicece"]["note"]
+    md = to_markdown(res)
+    assert "| 40^3 B=2 (noisy) | ici reference=False |" in md and "mem/floor=" in md
+
+
+@needs_losses
+def test_noisy_scene_follows_the_loss_selection(tiny_scaling, monkeypatch):
+    monkeypatch.setattr(scaling_suite, "SCALING_COUNTS", (2,))
+    res = run_bench(suites=["scaling"], repeats=1, show=False, losses="ici reference=False,ici b=0 c=0")
+    got = {r["case"] for r in rows(res, "scaling", "40^3 B=2 (noisy)")}
+    assert got == {"dice", "ici reference=False", "ici b=0 c=0", "dice + 2 cc3d labellings"}
+
+
+@needs_losses
+def test_cc_dice_group_rows_and_targets(monkeypatch):
+    monkeypatch.setattr(cc_dice_suite, "CC_DICE_TARGET_SIZES", ((16, 16, 16),))
+    res = run_bench(suites=["losses"], sizes=["16", "20x20"], repeats=1, show=False, losses="cc_dice")
+    assert res["errors"] == []
+    cases = {"voronoi labelling", "scipy EDT", "dice", "blob", "cc_dice", "cc_dice own work", "cc_dicece"}
+    cases |= {"cc_dicece own work"}
+    for size, checked in (("16^3", True), ("20x20", False)):
+        group = f"{size} B=1 (CC-Dice)"
+        got = {r["case"]: r for r in rows(res, "losses", group)}
+        assert set(got) == cases
+        label = cc_dice_suite.cc_dice_label(parse_size(size.replace("^3", "")))[0]
+        n = ndimage.label(label, structure=np.ones((3,) * label.ndim))[1]
+        assert n >= 2 and all(r["components"] == n for r in got.values())  # the regions need a distance transform
+        med = {k: r["median_s"] for k, r in got.items()}
+        ratios = {q["name"]: q for q in res["ratios"] if q["group"] == group}
+        assert ratios["voronoi labelling / scipy EDT"]["value"] == pytest.approx(
+            med["voronoi labelling"] / med["scipy EDT"]
+        )
+        for k in ("cc_dice", "cc_dicece"):
+            own, whole = ratios[f"{k} own work / blob"], ratios[f"{k} / (voronoi + dice)"]
+            assert own["value"] == pytest.approx(med[f"{k} own work"] / med["blob"])
+            assert whole["value"] == pytest.approx(med[k] / (med["voronoi labelling"] + med["dice"]))
+            assert (own["target"], whole["target"]) == ((2.0, 1.5) if checked else (None, None))
+            for q in (own, whole):
+                assert q["status"] == (("PASS" if q["value"] <= q["target"] else "FAIL") if checked else None)
+
+
+@needs_losses
+def test_cc_dice_own_work_skips_the_labelling_and_gives_the_same_loss(monkeypatch):
+    import lossbench.losses.cc_dice as cc_module
+    from lossbench.bench.suites.steps import forward_backward, loss_inputs
+    from lossbench.losses import build_loss
+
+    label = cc_dice_suite.cc_dice_label((24, 24, 24))
+    x, y = loss_inputs(label, np.roll(label, 1, axis=-1), CPU)
+    loss = build_loss("cc_dice", sigmoid=True)
+    real = cc_module.batch_regions
+    regions = real(label, 3, None)
+    calls = []
+    monkeypatch.setattr(cc_module, "batch_regions", lambda *args: calls.append(1) or real(*args))
+    step = forward_backward(loss, x, y)
+    cc_dice_suite._own_work(cc_module, step, regions)()
+    assert calls == [] and cc_module.batch_regions is not real  # looked up, and the labelling put back after
+    grad = x.grad.clone()
+    step()
+    assert calls == [1] and torch.equal(x.grad, grad)
+    run = Recorder(CPU, 1, "tracemalloc", None)
+    cc_dice_suite._check_lookup(run, cc_module, loss, x, y, regions, "cc_dice")
+    assert run.errors == []
+    other = real(np.roll(label, 5, axis=1), 3, None)  # regions of another label
+    cc_dice_suite._check_lookup(run, cc_module, loss, x, y, other, "cc_dice")
+    assert [e["case"] for e in run.errors] == ["cc_dice own work"]
+
+
+# ------------------------------------------------------------------------- labelling references
+
+
+def test_same_partition_hand_cases():
+    a = np.array([[[1, 1, 0, 2, 2]]])
+    assert cc_refs.same_partition(a, 7 * a)  # other ids
+    assert cc_refs.same_partition(a, np.array([[[9, 9, 0, 3, 3]]]))  # other order
+    assert not cc_refs.same_partition(a, np.array([[[1, 1, 0, 1, 1]]]))  # merged
+    assert not cc_refs.same_partition(np.array([[[1, 1, 0, 1, 1]]]), a)  # split
+    assert not cc_refs.same_partition(a, np.array([[[1, 1, 1, 2, 2]]]))  # other foreground
+    two = np.array([[[1, 0, 2]], [[1, 0, 2]]])
+    assert cc_refs.same_partition(two, np.array([[[5, 0, 6]], [[6, 0, 5]]]))  # ids are per image
+    assert not cc_refs.same_partition(two, np.array([[[5, 0, 5]], [[6, 0, 7]]]))
+    assert cc_refs.same_partition(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)))
+
+
+def test_smallest_exact_iterations_search():
+    calls = []
+
+    def from_37(n):
+        calls.append(n)
+        return n >= 37
+
+    assert cc_refs.smallest_exact_iterations(from_37, 4096) == 37
+    assert len(calls) <= 2 * 7  # doubling to 64, then bisection in (32, 64]
+    assert cc_refs.smallest_exact_iterations(lambda n: n >= 37, 20) is None
+    assert cc_refs.smallest_exact_iterations(lambda n: True, 10) == 1
+    assert cc_refs.smallest_exact_iterations(lambda n: n >= 4096, 4096) == 4096
+
+
+def test_kornia_needs_a_step_per_pixel_of_a_line(monkeypatch):
+    pytest.importorskip("kornia")
+    # a 1 x 30 line: its largest pixel id (the right end) reaches the left end after 29 max-pooling steps
+    monkeypatch.setattr(cc_refs, "KORNIA_DEFAULT_ITERATIONS", 10)
+    mask = np.zeros((1, 5, 40), bool)
+    mask[0, 2, 5:35] = True
+    cases, meta = cc_refs.kornia_cases(mask, mask.astype(np.int64), CPU)
+    assert {k: (m.get("iterations"), m["exact"]) for k, m in meta.items() if "iterations)" in k} == {
+        "kornia (10 iterations)": (10, False),
+        "kornia (29 iterations)": (29, True),
+    }
+    assert meta["kornia (10 iterations)"]["smallest_exact_iterations"] == 29
+    assert "exact partition: no" in meta["kornia (10 iterations)"]["note"]
+    split = cases["kornia (10 iterations)"][0]().numpy()
+    assert len(np.unique(split[split > 0])) == 20  # pixels 19..29 hold the right end's id, 0..18 one id each
+    assert len(np.unique(cases["kornia (29 iterations)"][0]().numpy())) == 2
+    if "kornia union-find" in meta:
+        assert meta["kornia union-find"]["exact"] is True
+
+
+def test_cc_suite_catches_a_wrong_skimage_partition(monkeypatch):
+    from skimage import measure
+
+    def every_voxel_its_own(mask, connectivity, background):
+        return np.where(mask, np.arange(mask.size).reshape(mask.shape) + 1, 0)
+
+    monkeypatch.setattr(measure, "label", every_voxel_its_own)
+    with pytest.raises(LossbenchError, match=r"12\^3 B=1 / skimage: labels are not the partition") as info:
+        run_bench(suites=["cc"], sizes=["12"], repeats=1, show=False)
+    assert [r["exact"] for r in info.value.results["results"] if r["case"] == "skimage"] == [False, False]
 
 
 @needs_metrics
@@ -405,7 +651,8 @@ def test_metrics_suite_small(monkeypatch):
 @pytest.mark.slow
 @needs_losses
 @needs_metrics
-def test_full_suites_at_small_sizes(tmp_path):
+def test_full_suites_at_small_sizes(tmp_path, monkeypatch):
+    monkeypatch.setattr(noisy_suite, "NOISY_SHAPE", (48, 48, 48))
     res = run_bench(sizes=["32", "64x64"], repeats=1, out=tmp_path, show=False)
     assert res["errors"] == [] and {r["suite"] for r in res["results"]} == set(bench.SUITES)
 

@@ -20,6 +20,7 @@ __all__ = [
     "environment",
     "load_average",
     "pin_malloc",
+    "trim_heap",
     "resolve_device",
 ]
 
@@ -55,18 +56,45 @@ def pin_malloc() -> dict[str, Any]:
     another. Fixed thresholds keep every allocation below 64 MiB on the heap and the heap mapped, i.e. the steady
     state of a long training loop, for every case alike.
     """
+    libc = _glibc()
+    if libc is None:
+        return {"mode": "default", "reason": "not glibc"}
+    try:
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, PINNED_MALLOC["mmap_threshold"]) == 1
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, PINNED_MALLOC["trim_threshold"]) == 1 and ok
+    except AttributeError as exc:
+        return {"mode": "default", "reason": f"mallopt unavailable: {exc}"}
+    return {"mode": "pinned", **PINNED_MALLOC} if ok else {"mode": "default", "reason": "mallopt refused"}
+
+
+def trim_heap() -> bool:
+    """Hand the free memory of glibc's heap back to the OS (``malloc_trim(0)``); return whether it ran.
+
+    A peak-memory measurement that counts newly touched resident pages sees only what the heap could not serve from
+    pages it already holds. After a trim every allocation of the measured call touches fresh pages, so the measured
+    growth is the call's own peak, whatever the process ran before.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    try:
+        libc.malloc_trim(0)
+    except AttributeError:
+        return False
+    return True
+
+
+def _glibc() -> Any:
+    """The C library through ctypes when it is glibc on Linux, else None."""
     import ctypes
     import ctypes.util
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return {"mode": "default", "reason": "not glibc"}
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, PINNED_MALLOC["mmap_threshold"]) == 1
-        ok = libc.mallopt(_M_TRIM_THRESHOLD, PINNED_MALLOC["trim_threshold"]) == 1 and ok
-    except (OSError, AttributeError) as exc:
-        return {"mode": "default", "reason": f"mallopt unavailable: {exc}"}
-    return {"mode": "pinned", **PINNED_MALLOC} if ok else {"mode": "default", "reason": "mallopt refused"}
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def environment(device: torch.device, memory_method: str) -> dict[str, Any]:
@@ -78,6 +106,8 @@ def environment(device: torch.device, memory_method: str) -> dict[str, Any]:
             versions[mod] = getattr(m, "__version__", None) or _dist_version(mod)
         except ImportError:
             versions[mod] = None
+    for mod in ("skimage", "kornia", "numba"):  # references of the cc suite, the Voronoi labelling's compiler
+        versions[mod] = _dist_version(mod)
     env: dict[str, Any] = {
         "load_average": load_average(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -99,7 +129,7 @@ def environment(device: torch.device, memory_method: str) -> dict[str, Any]:
 def _dist_version(module: str) -> str | None:
     from importlib import metadata
 
-    dist = {"cc3d": "connected-components-3d"}.get(module, module)
+    dist = {"cc3d": "connected-components-3d", "skimage": "scikit-image"}.get(module, module)
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

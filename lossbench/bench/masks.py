@@ -1,4 +1,4 @@
-"""The benchmark's synthetic masks: blobs for labelling and losses, separate balls for scaling, a metrics subject."""
+"""The benchmark's synthetic masks: blobs for labelling and losses, balls for scaling, lesions, noisy logits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import numpy as np
 from lossbench.bench.settings import N_COMPONENTS
 from lossbench.errors import expect
 
-__all__ = ["instances_mask", "ball_voxels", "blob_masks", "prediction_mask", "sparse_false", "metrics_subject"]
+__all__ = [
+    "instances_mask",
+    "ball_voxels",
+    "blob_masks",
+    "prediction_mask",
+    "sparse_false",
+    "lesions_mask",
+    "noisy_logits",
+    "metrics_subject",
+]
 
 
 def instances_mask(shape: Sequence[int], n: int, *, radius: float = 2.5, seed: int = 0) -> np.ndarray:
@@ -79,13 +88,10 @@ def sparse_false(target: np.ndarray, n: int, seed: int) -> np.ndarray:
     return out & ~target
 
 
-def metrics_subject(shape: tuple[int, ...], n_lesions: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A subject of ``shape`` with ``n_lesions`` balls of radius 1.5..8 voxels; prediction shifted, 3 missed, 3 false.
-
-    Returns:
-        ``(prediction, target)`` bool arrays.
-    """
-    rng = np.random.default_rng(seed)
+def _draw_lesions(
+    rng: np.random.Generator, shape: tuple[int, ...], n_lesions: int
+) -> tuple[np.ndarray, list[tuple[list[int], int]]]:
+    """``n_lesions`` balls of radius 1.5..8 voxels (geometric steps) at random centres 10 voxels off the border."""
     target = np.zeros(shape, dtype=bool)
     centres = []
     radii = np.geomspace(1.5, 8.0, n_lesions)
@@ -95,6 +101,47 @@ def metrics_subject(shape: tuple[int, ...], n_lesions: int, seed: int = 0) -> tu
         d2 = sum(o**2 for o in np.ogrid[tuple(slice(-rr, rr + 1) for _ in shape)])
         target[tuple(slice(ci - rr, ci + rr + 1) for ci in c)] |= d2 <= r**2
         centres.append((c, rr))
+    return target, centres
+
+
+def _check_lesion_shape(shape: Sequence[int]) -> None:
+    if any(s < 37 for s in shape):  # the largest ball (radius 8) 10 voxels off both borders
+        raise expect("shape", "sides of at least 37 voxels for lesions of radius up to 8", tuple(shape))
+
+
+def lesions_mask(shape: Sequence[int], n_lesions: int, seed: int = 0) -> np.ndarray:
+    """A label of ``n_lesions`` balls of radius 1.5..8 voxels (the metrics subject's lesions; they may touch).
+
+    Raises:
+        ConfigError: if a side is shorter than 37 voxels.
+    """
+    _check_lesion_shape(shape)
+    return _draw_lesions(np.random.default_rng(seed), tuple(shape), n_lesions)[0]
+
+
+def noisy_logits(target: np.ndarray, seed: int = 0) -> np.ndarray:
+    """An untrained network's logits: ``4 * target - 2 + N(0, 1)`` (float32, seeded).
+
+    Thresholded at 0 (probability 0.5) about 2.3 % of the background is foreground, in tens of thousands of tiny
+    components per ATLAS-sized image, and about 2.3 % of the label is missed.
+    """
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(target.shape, dtype=np.float32)
+    return (4.0 * target.astype(np.float32) - 2.0 + noise).astype(np.float32, copy=False)
+
+
+def metrics_subject(shape: tuple[int, ...], n_lesions: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A subject of ``shape`` with ``n_lesions`` balls of radius 1.5..8 voxels; prediction shifted, 3 missed, 3 false.
+
+    Returns:
+        ``(prediction, target)`` bool arrays.
+
+    Raises:
+        ConfigError: if a side is shorter than 37 voxels.
+    """
+    _check_lesion_shape(shape)
+    rng = np.random.default_rng(seed)
+    target, centres = _draw_lesions(rng, shape, n_lesions)
     pred = np.roll(target, 1, axis=0)
     for c, rr in centres[:3]:  # missed lesions
         pred[tuple(slice(ci - rr - 1, ci + rr + 2) for ci in c)] = False

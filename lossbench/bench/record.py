@@ -46,17 +46,23 @@ class Recorder:
         cases: dict[str, Case],
         meta: dict[str, dict[str, Any]],
         common: dict[str, Any],
+        *,
+        repeats: int | None = None,
     ) -> dict[str, float | None]:
-        """Measure one group, record a row per case, and return name -> median seconds (None on error)."""
+        """Measure one group, record a row per case, and return name -> median seconds (None on error).
+
+        ``repeats`` caps the run's samples per case for a group of large cases (default: the run's ``repeats``).
+        """
         self.log(f"[{suite}] {group}: {', '.join(cases)}")
-        timings = measure_group(cases, repeats=self.repeats, memory_method=self.memory_method)
+        repeats = self.repeats if repeats is None else min(repeats, self.repeats)
+        timings = measure_group(cases, repeats=repeats, memory_method=self.memory_method)
         medians: dict[str, float | None] = {}
         for name, tm in timings.items():
             row = {"suite": suite, "group": group, "case": name, **common, "device": cases[name][1].type}
             row.update(meta.get(name, {}))
             row.update(tm.summary())
             row.setdefault("note", "")
-            if tm.samples and tm.samples[0] > SLOW_CALL_S and len(tm.samples) < self.repeats:
+            if tm.samples and tm.samples[0] > SLOW_CALL_S and len(tm.samples) < repeats:
                 extra = f"{len(tm.samples)} sample(s): calls > {SLOW_CALL_S:g} s are their own warm-up"
                 row["note"] = f"{row['note']}; {extra}" if row["note"] else extra
             if tm.error is not None:
@@ -65,6 +71,10 @@ class Recorder:
             self.results.append(row)
             medians[name] = row["median_s"]
         return medians
+
+    def column(self, suite: str, group: str, key: str) -> dict[str, Any]:
+        """Case -> ``key`` of the result rows recorded for ``group`` of ``suite`` (e.g. ``"peak_mem_mb"``)."""
+        return {r["case"]: r.get(key) for r in self.results if r["suite"] == suite and r["group"] == group}
 
     def ratio(
         self,

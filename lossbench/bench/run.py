@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ from lossbench.bench.settings import BATCHES, DEFAULT_SIZES, SCHEMA_VERSION, SUI
 from lossbench.bench.suites import SUITE_RUNNERS
 from lossbench.bench.suites.common import entry_name
 from lossbench.bench.suites.losses import LOSS_VARIANTS
+from lossbench.bench.suites.noisy import NOISY_CASES, NOISY_REPEATS
 from lossbench.bench.timing import CASE_BUDGET_S, MIN_SAMPLE_S, SLOW_CALL_S, cpu_memory_method
 from lossbench.errors import ConfigError, LossbenchError, expect
 from lossbench.io import atomic_write_text, json_text
 from lossbench.registry import suggest
 
-__all__ = ["run_bench"]
+__all__ = ["run_bench", "command_line"]
 
 
 def run_bench(
@@ -46,10 +48,13 @@ def run_bench(
         device: ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"``. On CUDA the torch paths run on the device
             (cc3d and scipy stay CPU references) and every timing is synchronised.
         repeats: timed samples per case after the warm-up (>= 1).
-        out: folder to write ``bench.json`` and ``bench.md`` into (created if needed).
+        out: folder to write ``bench.json``, ``bench.md`` and ``provenance.json`` into (created if needed); the
+            provenance records the fingerprint of the benchmarked code and the ``lossbench bench`` command that
+            reruns this benchmark (:func:`command_line`).
         show: print rich tables and progress to the terminal.
         losses: only these losses in the ``losses`` and ``scaling`` suites: registry names (every case of that
-            loss) or case labels such as ``"ici reference"``; Dice is always timed (the ratios' denominator).
+            loss) or case labels such as ``"ici reference=False"``; Dice is always timed (the ratios'
+            denominator). The CC-Dice groups run when ``cc_dice`` or ``cc_dicece`` is selected.
             Default: every registered loss and variant.
         malloc: ``"pinned"`` (default) fixes glibc's malloc thresholds for the rest of the process so that timings
             do not depend on the process's allocation history (see
@@ -75,7 +80,7 @@ def run_bench(
         SUITE_RUNNERS[suite](run, args.sizes)
     result = _result(args, env, run)
     if args.out is not None:
-        _write(result, args.out)
+        _write(result, args.out, command_line(args))
     if console is not None:
         _show(result, console, args.out)
     if run.errors:
@@ -144,6 +149,7 @@ def _check_losses(losses: Sequence[str]) -> None:
     from lossbench.losses import list_losses
 
     known = [entry_name(e) for e in list_losses()] + [v[0] for v in LOSS_VARIANTS]
+    known += [c[0] for c in NOISY_CASES if c[0] not in known]
     unknown = [name for name in losses if name not in known]
     if unknown:
         raise ConfigError(
@@ -161,11 +167,12 @@ def _console() -> Any:
 def _method(repeats: int) -> str:
     """The timing method in words (recorded under ``settings.method``)."""
     return (
-        f"1 warm-up call (peak memory measured on it), then up to {repeats} samples per case, cases of a group "
+        f"1 warm-up call, then up to {repeats} samples per case, cases of a group "
         "timed round-robin, each sample after one untimed call of the same case; a sample averages "
         f"back-to-back calls lasting >= {MIN_SAMPLE_S * 1e3:g} ms; "
         f"calls > {SLOW_CALL_S:g} s are their own warm-up and stop at {CASE_BUDGET_S:g} s per case; "
-        "median, IQR and min/max of the per-call time reported"
+        f"at most {NOISY_REPEATS} samples per case in the noisy scene; every loss primed on a corner of its inputs; "
+        "median, IQR and min/max of the per-call time reported; peak memory: median over the untimed calls"
     )
 
 
@@ -192,16 +199,47 @@ def _result(args: _Arguments, env: dict[str, Any], run: Recorder) -> dict[str, A
     return jsonable(result)
 
 
-def _write(result: dict[str, Any], out_dir: Path) -> None:
+def _write(result: dict[str, Any], out_dir: Path, command: str) -> None:
+    """``bench.json``, ``bench.md``, then ``provenance.json`` (the code's fingerprint and ``command``)."""
+    from lossbench.provenance import write_provenance
+
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "bench.json", json_text(result))
     atomic_write_text(out_dir / "bench.md", to_markdown(result))
+    write_provenance(out_dir, "bench", command)
+
+
+#: Environment variables that change the benchmark's numbers and are therefore part of the command that reruns it.
+_COMMAND_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "CUDA_VISIBLE_DEVICES")
+
+
+def command_line(args: _Arguments) -> str:
+    """The shell command that reruns this benchmark: every argument spelled out, thread settings in front.
+
+    For example ``OMP_NUM_THREADS=1 lossbench bench --suite cc,losses --sizes 512x512,96 --device cpu --repeats 5
+    --malloc pinned --out reports/bench``.
+    """
+    parts = [f"{k}={shlex.quote(os.environ[k])}" for k in _COMMAND_ENV if os.environ.get(k) is not None]
+    parts += ["lossbench", "bench", "--suite", ",".join(args.suites)]
+    parts += ["--sizes", ",".join(_size_arg(s) for s in args.sizes)]
+    parts += ["--device", str(args.device), "--repeats", str(args.repeats)]
+    if args.losses is not None:
+        parts += ["--losses", shlex.quote(",".join(args.losses))]
+    parts += ["--malloc", args.malloc]
+    if args.out is not None:
+        parts += ["--out", shlex.quote(str(args.out))]
+    return " ".join(parts)
+
+
+def _size_arg(size: tuple[int, ...]) -> str:
+    """A parsed size as ``--sizes`` takes it: ``96`` for a cube, ``512x512`` or ``96x96x48`` otherwise."""
+    return str(size[0]) if len(size) == 3 and len(set(size)) == 1 else "x".join(map(str, size))
 
 
 def _show(result: dict[str, Any], console: Any, out_dir: Path | None) -> None:
     print_tables(result, console)
     if out_dir is not None:
-        console.print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
+        console.print(f"wrote {out_dir / 'bench.json'}, {out_dir / 'bench.md'} and {out_dir / 'provenance.json'}")
 
 
 def _raise_errors(run: Recorder, result: dict[str, Any], out_dir: Path | None) -> None:

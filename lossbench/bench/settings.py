@@ -20,6 +20,9 @@ __all__ = [
     "TARGET_ICI_VS_FLOOR",
     "TARGET_SCALING",
     "TARGET_METRICS_S",
+    "TARGET_NOISY",
+    "TARGET_CC_DICE_OWN_VS_BLOB",
+    "TARGET_CC_DICE_VS_FLOOR",
     "TARGET_GPU_TORCH_CC_S",
     "TARGET_GPU_ICI_VS_DICE",
     "parse_size",
@@ -39,6 +42,11 @@ TARGET_MAXPOOL_SPEEDUP = 100.0
 TARGET_ICI_VS_FLOOR = 2.0
 TARGET_SCALING = 1.5
 TARGET_METRICS_S = 0.1
+#: Noisy scene: ICI/DICI forward+backward time and peak memory growth over (Dice + labelling label and prediction).
+TARGET_NOISY = 3.0
+#: CC-Dice: the loss's own work (all but the Voronoi labelling) over blob; the whole loss over (Voronoi + Dice).
+TARGET_CC_DICE_OWN_VS_BLOB = 2.0
+TARGET_CC_DICE_VS_FLOOR = 1.5
 #: GPU goals (H100/H200 class): exact torch labelling of one 192^3 volume, ICI / Dice for 4x1x192^3.
 TARGET_GPU_TORCH_CC_S = 0.002
 TARGET_GPU_ICI_VS_DICE = 1.5

@@ -1,17 +1,20 @@
 """Timing and peak memory of benchmark cases: :class:`Timing` and :func:`measure_group`.
 
-Method: each case gets one warm-up call (which also measures peak memory), then ``repeats`` timed samples; a sample
-is the mean over enough back-to-back calls to last ``MIN_SAMPLE_S`` (one call for anything slower), as ``timeit``
-does. The cases of one group are timed round-robin, so a burst of load on a shared machine hits all of them alike;
-each sample follows one untimed call of the same case, so that no case inherits the memory state of the previous one.
-A call longer than ``SLOW_CALL_S`` is its own warm-up: its first call counts as a sample, and further samples are
-taken only while the case has used less than ``CASE_BUDGET_S``. On CUDA every timed call is bracketed by
-``torch.cuda.synchronize()``.
+Method: each case gets one warm-up call, then ``repeats`` timed samples; a sample is the mean over enough
+back-to-back calls to last ``MIN_SAMPLE_S`` (one call for anything slower), as ``timeit`` does. The cases of one
+group are timed round-robin, so a burst of load on a shared machine hits all of them alike; each sample follows one
+untimed call of the same case, so that no case inherits the memory state of the previous one. A call longer than
+``SLOW_CALL_S`` is its own warm-up: its first call counts as a sample, and further samples are taken only while the
+case has used less than ``CASE_BUDGET_S``. On CUDA every timed call is bracketed by ``torch.cuda.synchronize()``.
 
-Peak memory: CUDA: ``torch.cuda.max_memory_allocated`` above the memory in use before the call. CPU on Linux: the
-peak resident set size above the resident size before the call, with the high-water mark reset through
-``/proc/self/clear_refs``, i.e. newly touched pages (memory reused from the allocator's free lists is not counted,
-so small CPU values are lower bounds). Elsewhere ``tracemalloc``, which sees numpy and Python allocations only.
+Peak memory is measured on the untimed calls (the warm-up and the call before each sample) and reported as their
+median, so that measuring slows no timed call (but the warm-up of a slow case, which is its first sample). CUDA:
+``torch.cuda.max_memory_allocated`` above the memory in use before the call. CPU on Linux: the peak resident set
+size above the resident size before the call, with the high-water mark reset through ``/proc/self/clear_refs``, i.e.
+newly touched pages. glibc's free heap memory is handed back to the OS first (``malloc_trim``), so that the call's
+allocations touch fresh pages instead of reusing pages an earlier case left mapped: the growth is the call's own
+peak, not a lower bound that depends on what ran before (other allocators' free lists can still hide some of it).
+Elsewhere ``tracemalloc``, which sees numpy and Python allocations only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossbench.bench.environment import trim_heap
+
 __all__ = ["Timing", "measure_group", "cpu_memory_method", "Case", "SLOW_CALL_S", "CASE_BUDGET_S", "MIN_SAMPLE_S"]
 
 #: A call longer than this is its own warm-up; samples stop once a case has used CASE_BUDGET_S.
@@ -41,12 +46,21 @@ Case = tuple[Callable[[], Any], torch.device]
 
 @dataclass
 class Timing:
-    """Samples (seconds per call) and peak memory of one benchmark case."""
+    """Samples (seconds per call) and peak memory of one benchmark case.
+
+    ``mem_samples`` holds the peak memory growth (bytes) of every untimed call: the warm-up and the call before each
+    sample; ``peak_mem_bytes`` is their median (a single measurement can catch a page or two of unrelated growth).
+    """
 
     samples: list[float] = field(default_factory=list)
-    peak_mem_bytes: int | None = None
+    mem_samples: list[int] = field(default_factory=list)
     calls_per_sample: int = 1
     error: str | None = None
+
+    @property
+    def peak_mem_bytes(self) -> int | None:
+        """Median peak memory growth of the measured calls (None when none was measured)."""
+        return int(np.median(self.mem_samples)) if self.mem_samples else None
 
     def summary(self) -> dict[str, Any]:
         """Median, quartiles, min/max (seconds per call), sample count, calls per sample and peak memory (MB)."""
@@ -92,7 +106,9 @@ def _can_reset_hwm() -> bool:
 
 def cpu_memory_method() -> str:
     """The CPU peak-memory method here: the resident set's high-water mark if it can be reset, else tracemalloc."""
-    return "rss-peak (VmHWM reset via /proc/self/clear_refs)" if _can_reset_hwm() else "tracemalloc"
+    if not _can_reset_hwm():
+        return "tracemalloc"
+    return "rss-peak (VmHWM reset via /proc/self/clear_refs" + (", free heap trimmed first)" if trim_heap() else ")")
 
 
 @contextlib.contextmanager
@@ -107,6 +123,7 @@ def _peak_memory(device: torch.device, method: str) -> Iterator[list[int | None]
         torch.cuda.synchronize(device)
         box[0] = max(0, torch.cuda.max_memory_allocated(device) - base)
     elif method.startswith("rss"):
+        trim_heap()
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
         base = _read_status_kb("VmRSS") or 0
@@ -172,7 +189,7 @@ def measure_group(
         _warm_up(out[name], fn, device, memory_method, slow_call_s, min_sample_s)
     for _ in range(repeats):
         for name, (fn, device) in cases.items():
-            _take_sample(out[name], fn, device, repeats, slow_call_s, case_budget_s)
+            _take_sample(out[name], fn, device, repeats, memory_method, slow_call_s, case_budget_s)
     return out
 
 
@@ -183,7 +200,7 @@ def _warm_up(
     try:
         with _peak_memory(device, memory_method) as peak:
             t = _timed(fn, device)
-        tm.peak_mem_bytes = peak[0]
+        _keep(tm, peak[0])
         if t > slow_call_s:
             tm.samples.append(t)
         elif t < min_sample_s:
@@ -193,15 +210,28 @@ def _warm_up(
         tm.error = f"{type(exc).__name__}: {exc}"
 
 
+def _keep(tm: Timing, peak: int | None) -> None:
+    if peak is not None:
+        tm.mem_samples.append(peak)
+
+
 def _take_sample(
-    tm: Timing, fn: Callable[[], Any], device: torch.device, repeats: int, slow_call_s: float, case_budget_s: float
+    tm: Timing,
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    memory_method: str,
+    slow_call_s: float,
+    case_budget_s: float,
 ) -> None:
     """One timed sample of a case, unless it failed, has its samples or has used its time budget."""
     if tm.error is not None or len(tm.samples) >= repeats or sum(tm.samples) >= case_budget_s:
         return
     try:
         if not tm.samples or tm.samples[0] <= slow_call_s:
-            fn()  # re-warm after the previous case (untimed)
+            with _peak_memory(device, memory_method) as peak:
+                fn()  # re-warm after the previous case (untimed, so its peak memory is measured too)
+            _keep(tm, peak[0])
         tm.samples.append(_timed(fn, device, tm.calls_per_sample))
     except Exception as exc:  # same as in _warm_up: recorded, shown, and makes the run fail at the end
         tm.error = f"{type(exc).__name__}: {exc}"

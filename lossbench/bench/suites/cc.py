@@ -1,9 +1,11 @@
 """The ``cc`` suite: :func:`lossbench.cc.label_components` per backend against cc3d called directly.
 
 Cases per (size, batch): ``cc3d direct`` (``cc3d.connected_components`` per image, the floor any wrapper is
-compared with), the ``cc3d``, ``scipy``, ``auto`` and ``torch`` backends, and the reference ``maxpool``
+compared with), the ``cc3d``, ``scipy``, ``auto`` and ``torch`` backends, scikit-image's ``measure.label`` and, on
+2D masks, kornia's torch labellings (:mod:`lossbench.bench.suites.cc_refs`), and the reference ``maxpool``
 propagation with the paper's iteration counts (:func:`maxpool_iterations`). Before timing, every exact backend's
-labels are compared with scipy's, so that a fast but wrong backend cannot pass a target.
+labels are compared with scipy's (scikit-image's and kornia's as partitions: the same components, any ids), so that
+a fast but wrong backend cannot pass a target; each row records ``exact``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lossbench.bench.settings import (
     TARGET_MAXPOOL_SPEEDUP,
     common_fields,
 )
+from lossbench.bench.suites.cc_refs import kornia_cases, skimage_case
 from lossbench.bench.timing import Case
 from lossbench.cc import label_components
 
@@ -51,9 +54,12 @@ def _cc_group(run: Recorder, size: tuple[int, ...], batch: int) -> None:
     common = common_fields(size, batch)
     masks = blob_masks(size, batch)
     tmask = torch.from_numpy(masks).to(run.device)
-    n_comp = _check_exact_backends(run, masks, tmask, f"{common['size']} B={batch}")
+    grp = f"{common['size']} B={batch}"
+    reference, exact = _check_exact_backends(run, masks, tmask, grp)
+    n_comp = reference.counts.tolist()
     cases = _backend_cases(masks, tmask, run.device)
-    meta = {k: {"components": n_comp} for k in cases}
+    meta: dict[str, dict[str, Any]] = {k: {"components": n_comp, **exact.get(k, {})} for k in cases}
+    _add_references(run, cases, meta, masks, reference.labels, common)
     iters = maxpool_iterations(size)
     if run.device.type == "cpu" and size == (192, 192, 192) and batch > 1:
         reason = (
@@ -67,20 +73,56 @@ def _cc_group(run: Recorder, size: tuple[int, ...], batch: int) -> None:
             run.device,
         )
         meta["maxpool"] = {"components": n_comp, "note": f"reference, {iters} iterations"}
-    grp = f"{common['size']} B={batch}"
     med = run.group("cc", grp, cases, meta, common)
     _cc_ratios(run, med, size, batch, grp, common, timed_maxpool="maxpool" in cases)
+    _reference_ratios(run, med, cases, grp, common)
 
 
-def _check_exact_backends(run: Recorder, masks: np.ndarray, tmask: torch.Tensor, group: str) -> list[int]:
-    """Record an error for every exact backend whose labels differ from scipy's; return the component counts."""
+def _check_exact_backends(
+    run: Recorder, masks: np.ndarray, tmask: torch.Tensor, group: str
+) -> tuple[Any, dict[str, dict[str, bool]]]:
+    """Record an error for every exact backend whose labels differ from scipy's.
+
+    Returns:
+        scipy's labelling, and backend -> ``{"exact": labels equal to scipy's}``.
+    """
     reference = label_components(masks, backend="scipy")
+    exact = {}
     for backend, arg in (("cc3d", masks), ("auto", masks if run.device.type == "cpu" else tmask), ("torch", tmask)):
         got = label_components(arg, backend=backend).labels
         got = got.cpu().numpy() if isinstance(got, torch.Tensor) else got
-        if not np.array_equal(got, reference.labels):
+        exact[backend] = {"exact": bool(np.array_equal(got, reference.labels))}
+        if not exact[backend]["exact"]:
             run.error("cc", f"{group} / {backend}", "labels differ from scipy.ndimage.label")
-    return reference.counts.tolist()
+    return reference, exact
+
+
+def _add_references(
+    run: Recorder,
+    cases: dict[str, Case],
+    meta: dict[str, dict[str, Any]],
+    masks: np.ndarray,
+    reference: np.ndarray,
+    common: dict[str, Any],
+) -> None:
+    """scikit-image (an error if it is not scipy's partition) and, on 2D masks, kornia's labellings."""
+    n_comp = meta["scipy"]["components"]
+    group = f"{common['size']} B={common['batch']}"
+    found = skimage_case(masks, reference)
+    if found is None:
+        run.skip("cc", "skimage", "scikit-image is not installed", **common)
+    else:
+        cases["skimage"], fields = found
+        meta["skimage"] = {"components": n_comp, **fields}
+        if not fields["exact"]:
+            run.error("cc", f"{group} / skimage", "labels are not the partition of scipy.ndimage.label")
+    if masks.ndim != 3:  # kornia labels 2D images only
+        return
+    k_cases, k_meta = kornia_cases(masks, reference, run.device)
+    if not k_cases:
+        run.skip("cc", "kornia", "kornia is not installed", **common)
+    cases.update(k_cases)
+    meta.update({k: {"components": n_comp, **v} for k, v in k_meta.items()})
 
 
 def _backend_cases(masks: np.ndarray, tmask: torch.Tensor, device: torch.device) -> dict[str, Case]:
@@ -139,3 +181,20 @@ def _cc_ratios(
             numerator="maxpool", denominator="auto", group=grp, case="maxpool", short="/auto",
             target=TARGET_MAXPOOL_SPEEDUP if is96 else None, op=">=" if is96 else None,
         )  # fmt: skip
+
+
+def _reference_ratios(
+    run: Recorder, med: dict[str, float | None], cases: dict[str, Case], grp: str, common: dict[str, Any]
+) -> None:
+    """scikit-image against cc3d direct, kornia's labellings against lossbench's exact torch labelling (shown)."""
+    if "skimage" in cases:
+        run.ratio(
+            "cc", "skimage / cc3d direct", med.get("skimage"), med.get("cc3d direct"), common=common,
+            numerator="skimage", denominator="cc3d direct", group=grp, case="skimage", short="/direct",
+        )  # fmt: skip
+    for name in cases:
+        if name.startswith("kornia"):
+            run.ratio(
+                "cc", f"{name} / torch", med.get(name), med.get("torch"), common=common,
+                numerator=name, denominator="torch", group=grp, case=name, short="/torch",
+            )  # fmt: skip

@@ -2,13 +2,13 @@
 
 Cases per (size, batch): every registered loss with its defaults, the variants of :data:`LOSS_VARIANTS`, the
 floor "Dice + labelling target and prediction" (cc3d on CPU, the torch backend on CUDA), and MONAI's own
-``DiceLoss`` as an external reference (lossbench's ``dice`` adds input validation). The helpers that build loss
-cases are shared with the ``scaling`` suite.
+``DiceLoss`` as an external reference (lossbench's ``dice`` adds input validation). Per size, a CC-Dice group
+(batch 1, :mod:`lossbench.bench.suites.cc_dice`) times the exact Voronoi labelling and the CC-Dice losses with and
+without it. The helpers that build loss cases are shared with the ``scaling`` suite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,9 @@ import torch
 from lossbench.bench.masks import blob_masks, prediction_mask
 from lossbench.bench.record import Recorder
 from lossbench.bench.settings import BATCHES, TARGET_GPU_ICI_VS_DICE, TARGET_ICI_VS_FLOOR, common_fields
+from lossbench.bench.suites.cc_dice import CC_DICE_LOSSES, run_cc_dice_group
 from lossbench.bench.suites.common import entry_name, entry_params, import_or_error
+from lossbench.bench.suites.steps import LossConfig, floor_labelling, floor_name, forward_backward, loss_inputs, prime
 from lossbench.bench.timing import Case
 from lossbench.errors import LossbenchError
 
@@ -27,22 +29,19 @@ __all__ = [
     "run_losses_suite",
     "loss_configs",
     "loss_cases",
-    "floor_name",
 ]
-
-#: A loss case: (case label, registry name, parameters).
-LossConfig = tuple[str, str, dict[str, Any]]
 
 #: The external reference case of the losses suite (timed when MONAI is installed).
 MONAI_DICE = "monai DiceLoss"
 
 #: Extra configurations of the instance losses timed next to their defaults (kept when the registry accepts them).
-#: ``ici``/``dici`` default to lossbench's trainable options (tp_mode="remove", i.e. -TP, trainable centres);
-#: ``reference=True`` selects the public code's behaviour, ``tp_mode="keep"`` the paper's Eq. 3 without -TP.
-LOSS_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("ici reference", "ici", {"reference": True}),
+#: ``ici``/``dici`` default to the published loss (``reference=True``: the public code's behaviour, caps included);
+#: ``reference=False`` selects lossbench's own design (set difference, trainable centre, no caps), ``tp_mode="keep"``
+#: the paper's Eq. 3 without -TP.
+LOSS_VARIANTS: tuple[LossConfig, ...] = (
+    ("ici reference=False", "ici", {"reference": False}),
     ("ici tp_mode=keep", "ici", {"tp_mode": "keep"}),
-    ("dici reference", "dici", {"reference": True}),
+    ("dici reference=False", "dici", {"reference": False}),
     ("blob base=dicece", "blob", {"base": "dicece"}),
 )
 
@@ -74,61 +73,6 @@ def loss_configs(api: dict[str, Any], run: Recorder, suite: str) -> list[LossCon
     return out
 
 
-def loss_inputs(
-    target_mask: np.ndarray, pred_mask: np.ndarray, device: torch.device, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, 1, *spatial) with ``sigmoid(logits) >= 0.5`` exactly on ``pred_mask``, and the float target."""
-    gen = torch.Generator().manual_seed(seed)
-    pm = torch.from_numpy(pred_mask)
-    noise = 0.3 * torch.randn(pm.shape, generator=gen)
-    logits = torch.where(pm, 2.0 + noise.abs(), -2.0 - noise.abs())
-    x = logits.unsqueeze(1).to(device).clone().requires_grad_(True)
-    y = torch.from_numpy(target_mask).unsqueeze(1).to(device=device, dtype=torch.float32)
-    return x, y
-
-
-def forward_backward(loss: Any, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        x.grad = None
-        loss(x, y).backward()
-
-    return step
-
-
-def floor_labelling(target_mask: np.ndarray, pred_mask: np.ndarray, device: torch.device) -> Callable[[], None]:
-    """Label target and prediction: the floor of any instance loss.
-
-    On CPU: every image with ``cc3d.connected_components`` directly. On CUDA: :func:`label_components` on the device
-    tensors (the exact torch backend), which is what a loss running there has to do.
-    """
-    if device.type != "cpu":
-        from lossbench.cc import label_components
-
-        tensors = [torch.from_numpy(m).to(device) for m in (target_mask, pred_mask)]
-
-        def on_device() -> None:
-            for t in tensors:
-                label_components(t)
-
-        return on_device
-
-    import cc3d
-
-    conn = 26 if target_mask.ndim == 4 else 8
-
-    def step() -> None:
-        for m in (target_mask, pred_mask):
-            for img in m:
-                cc3d.connected_components(img, connectivity=conn)
-
-    return step
-
-
-def floor_name(device: torch.device) -> str:
-    """Name of the floor case: labelling of label and prediction with the device's default backend."""
-    return "2 cc3d labellings" if device.type == "cpu" else "2 torch labellings"
-
-
 def loss_cases(
     api: dict[str, Any],
     configs: list[LossConfig],
@@ -144,6 +88,7 @@ def loss_cases(
         loss = api["build_loss"](name, **kw)
         if isinstance(loss, torch.nn.Module):
             loss = loss.to(device)
+        prime(loss, x, y)
         cases[label] = (forward_backward(loss, x, y), device)
     cases[floor_name] = (floor_labelling(target, pred, device), device)
     return cases
@@ -170,9 +115,13 @@ def run_losses_suite(run: Recorder, sizes: list[tuple[int, ...]]) -> None:
     configs = loss_configs(api, run, "losses")
     if "dice" not in [c[0] for c in configs]:
         run.error("losses", "(suite)", "the registry has no 'dice' loss: the ratios to Dice cannot be computed")
+    registered = {c[1] for c in configs}
+    with_cc_dice = any(k in registered for k in CC_DICE_LOSSES)
     for size in sizes:
         for batch in BATCHES:
             _losses_group(run, api, configs, size, batch)
+        if with_cc_dice:
+            run_cc_dice_group(run, api, size)
 
 
 def _losses_group(

@@ -1,9 +1,12 @@
-"""The ``scaling`` suite: the instance losses at 96^3 with 10, 100 and 1000 instances (cost must not follow the count).
+"""The ``scaling`` suite: the instance losses with 10, 100 and 1000 instances at 96^3, and with noisy predictions.
 
-Two series: "fixed foreground" (the balls shrink as their number grows, so about 81,000 foreground voxels throughout:
-only the count changes; the target is checked here) and "fixed size" (balls of radius 2.5, so the foreground grows
-100x with the count, and so does every per-voxel cost, cc3d's labelling included). Dice and the labelling floor are
-timed alongside: they show how much of the growth is foreground volume rather than the number of instances.
+Cost must not follow the number of instances. Two series at 96^3: "fixed foreground" (the balls shrink as their
+number grows, so about 81,000 foreground voxels throughout: only the count changes; the target is checked here) and
+"fixed size" (balls of radius 2.5, so the foreground grows 100x with the count, and so does every per-voxel cost,
+cc3d's labelling included). Dice and the labelling floor are timed alongside: they show how much of the growth is
+foreground volume rather than the number of instances. Then the "noisy" scene (:mod:`lossbench.bench.suites.noisy`):
+an untrained network's prediction with about 80,000 components per ATLAS-sized image, time and peak memory against
+Dice + labelling.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 from lossbench.bench.masks import ball_voxels, instances_mask, sparse_false
 from lossbench.bench.record import Recorder
 from lossbench.bench.settings import TARGET_SCALING, common_fields, size_name
-from lossbench.bench.suites.common import import_or_error
-from lossbench.bench.suites.losses import LossConfig, floor_name, loss_cases, loss_configs
+from lossbench.bench.suites.common import entry_name, import_or_error
+from lossbench.bench.suites.losses import loss_cases, loss_configs
+from lossbench.bench.suites.noisy import run_noisy_scene
+from lossbench.bench.suites.steps import LossConfig, floor_name
 
 __all__ = [
     "run_scaling_suite",
@@ -58,19 +63,24 @@ def scaling_radius(n: int, series: str) -> float:
 
 
 def run_scaling_suite(run: Recorder, sizes: list[tuple[int, ...]]) -> None:
-    """Time Dice, the floor and the scaling losses at every count of both series (``sizes`` is not used)."""
+    """Time Dice, the floor and the scaling losses at every count of both series, then the noisy scene.
+
+    ``sizes`` is not used: the suite's sizes are its module constants (and those of the noisy scene).
+    """
     api = import_or_error(run, "scaling", "lossbench.losses", ("build_loss", "list_losses"))
     if api is None:
         return
     all_configs = loss_configs(api, run, "scaling")
     configs = [c for c in all_configs if c[1] in SCALING_LOSSES]
-    missing = [n for n in SCALING_LOSSES if n not in {c[1] for c in configs}]
+    registered = {entry_name(e) for e in api["list_losses"]()}  # a loss selection may leave some out on purpose
+    missing = [n for n in SCALING_LOSSES if n not in registered]
     if missing:
         run.error("scaling", "(suite)", f"the loss registry has no {missing}: scaling cannot be measured for them")
     configs = [c for c in all_configs if c[0] == "dice"] + configs
     for series in SCALING_SERIES:
         med_by_n = {n: _scaling_group(run, api, configs, series, n) for n in SCALING_COUNTS}
         _scaling_ratios(run, configs, series, med_by_n)
+    run_noisy_scene(run, api)
 
 
 def _scaling_group(
