@@ -558,3 +558,35 @@ def test_interrupted_run_without_results_table(tmp_path):
     assert "results.csv was missing (interrupted run) and was rebuilt" in text
     n_done = len(written["done"])
     assert len(pd.read_csv(tmp_path / "results.csv")) == n_done == 9
+
+
+def test_several_datasets_get_the_differences_per_dataset_figure(tmp_path):
+    """A study over several datasets (an imbalance sweep): the Verdicts section draws every loss's difference to the
+    baseline per dataset with its interval, from the same verdicts as the table."""
+    from lossbench.report.plots import loss_colors, plot_verdict_levels
+    from lossbench.report.verdicts import run_verdicts
+
+    study = {k: v for k, v in STUDY.items() if k != "dataset"}
+    study.update(
+        name="levels",
+        datasets=[{"label": "L1", **STUDY["dataset"]}, {"label": "L2", **STUDY["dataset"], "max_volume": 100}],
+        losses=STUDY["losses"][:3],
+    )
+    build_fake_run(tmp_path, study, status_of=lambda c: "ok")
+    md_path, html_path = write_report(tmp_path)
+    md = md_path.read_text()
+    fig = tmp_path / "report_files" / "verdicts_by_dataset.png"
+    assert fig.stat().st_size > 10_000
+    head = md.split("## Setup")[0]  # the figure sits in the Verdicts section, before the setup
+    assert "verdicts_by_dataset.png" in head and "Differences from the baseline per dataset" in head
+    assert "verdicts_by_dataset.png" in html_path.read_text()
+    # one error bar per (metric, loss, dataset): the plot reads the verdict table it is given
+    verdicts = run_verdicts(pd.read_csv(tmp_path / "results.csv"), "Dice", metrics=["test_dice"])
+    assert set(verdicts["dataset"]) == {"L1", "L2"} and len(verdicts) == 4
+    out = plot_verdict_levels(verdicts, ["test_dice"], {"test_dice": "test DSC"}, loss_colors(["Dice", "blob (2,1)",
+                              "ICI <1/4,1/2,1/4>"]), tmp_path / "one.png")  # fmt: skip
+    assert out.stat().st_size > 5_000
+    single = tmp_path / "single"
+    build_fake_run(single, STUDY)
+    write_report(single)
+    assert not (single / "report_files" / "verdicts_by_dataset.png").exists()

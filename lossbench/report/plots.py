@@ -440,3 +440,41 @@ def plot_timing(results: pd.DataFrame, colors: Mapping[str, str], path: str | Pa
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_verdict_levels(verdicts: pd.DataFrame, metrics: Sequence[str], names: Mapping[str, str],
+                        colors: Mapping[str, str], path: str | Path) -> Path:  # fmt: skip
+    """Every loss's difference to the baseline per dataset, with its 95% interval: one panel per metric.
+
+    For studies over several datasets (e.g. levels of instance imbalance): x is the dataset in study order, y the
+    mean per-seed difference (loss minus baseline) with its Bonferroni-adjusted interval; filled markers are
+    ``better``/``worse`` verdicts, open ones ``no evidence``. The dashed line is no difference.
+    """
+    frame = verdicts[verdicts["metric"].isin(metrics)]
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    losses = [lab for lab in colors if lab in set(frame["loss"])]
+    fig = Figure(figsize=(4.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    width = 0.7 / max(len(losses), 1)
+    for ax, metric in zip(axes, metrics):
+        rows = frame[frame["metric"] == metric]
+        for k, loss in enumerate(losses):
+            part = rows[rows["loss"] == loss].set_index("dataset").reindex(datasets)
+            x = np.arange(len(datasets)) - 0.35 + width * (k + 0.5)
+            y = part["difference"].to_numpy(dtype=float)
+            lo = y - part["ci_low"].to_numpy(dtype=float)
+            hi = part["ci_high"].to_numpy(dtype=float) - y
+            ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=colors[loss], elinewidth=1.2, capsize=2)
+            decided = (part["verdict"] != "no evidence").to_numpy()
+            ax.scatter(x[decided], y[decided], color=colors[loss], s=28, zorder=3)
+            ax.scatter(x[~decided], y[~decided], facecolor="white", edgecolor=colors[loss], s=28, zorder=3)
+        ax.axhline(0.0, color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_xticks(np.arange(len(datasets)), datasets, rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"{names.get(metric, metric)}: loss − baseline", fontsize=9)
+    handles = [Line2D([0], [0], marker="o", color=colors[lab], linestyle="", label=lab) for lab in losses]
+    handles.append(Line2D([0], [0], marker="o", markerfacecolor="white", markeredgecolor="0.3", linestyle="",
+                          label="open: no evidence"))  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.08))  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, path)

@@ -54,7 +54,7 @@ from lossbench.report.sections.results import (
     validation_table,
 )
 from lossbench.report.sections.statistics import stats_section
-from lossbench.report.sections.verdicts import VerdictSection, run_warnings_of, verdict_section
+from lossbench.report.sections.verdicts import VerdictSection, level_figure, run_warnings_of, verdict_section
 from lossbench.report.templating import render
 
 __all__ = [
@@ -125,6 +125,7 @@ def write_report(
     colors = loss_colors(data.labels)
     files = _figure_folder(folder)
     verdicts = verdict_section(data)
+    verdicts.figure = level_figure(data, verdicts, colors, files)
     sections = [_dataset_section(data, ds, suffix, colors, files) for ds, suffix in zip(data.datasets, _suffixes(data))]
     context = _page_context(data, sections, colors, verdicts, _regenerate_text(regenerate, reconstructed))
     written = []

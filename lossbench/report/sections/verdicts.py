@@ -10,10 +10,11 @@ at the last epoch). The same table goes to ``verdicts.csv``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
-from lossbench.report.model import Cell, Row, Table
+from lossbench.report.model import Cell, Figure, Row, Table
 from lossbench.report.run_data import RunData
 
 __all__ = ["VerdictSection", "verdict_section", "baseline_of", "run_warnings_of"]
@@ -35,6 +36,8 @@ class VerdictSection:
         method: how the verdicts were computed.
         notes: metrics left out and why.
         verdicts: the :func:`~lossbench.report.verdicts.run_verdicts` table (columns ``COLUMNS``).
+        figure: with several datasets, the differences per dataset with their intervals (see
+            :func:`level_figure`).
     """
 
     baseline: str
@@ -45,6 +48,7 @@ class VerdictSection:
     method: str
     notes: list[str] = field(default_factory=list)
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figure: Figure | None = None
 
 
 def baseline_of(data: RunData) -> str:
@@ -95,6 +99,32 @@ def verdict_section(data: RunData) -> VerdictSection:
     section.table = _verdict_table(verdicts, several=len(data.datasets) > 1)
     section.method = method_note(verdicts)
     return section
+
+
+#: Metrics drawn in the per-dataset figure, when the run has them.
+LEVEL_METRICS = ("test_dice", "test_lesionwise_f1", "test_cc_dice", "test_pq")
+
+
+def level_figure(data: RunData, section: VerdictSection, colors: dict[str, str], files: Any) -> Figure | None:
+    """With several datasets: every loss's difference to the baseline per dataset, with its interval."""
+    from lossbench.report.plots import plot_verdict_levels
+
+    if len(data.datasets) < 2 or section.verdicts.empty:
+        return None
+    metrics = [m for m in LEVEL_METRICS if m in set(section.verdicts["metric"])]
+    if not metrics:
+        return None
+    path = plot_verdict_levels(
+        section.verdicts, metrics, {m: _name(m) for m in metrics}, colors, files / "verdicts_by_dataset.png"
+    )
+    return Figure(
+        src=f"{files.name}/{path.name}",
+        title="Differences from the baseline per dataset",
+        caption=(
+            f"Mean per-seed difference (loss − {section.baseline}) with its 95% interval (Bonferroni over the losses "
+            "of a metric and dataset), datasets in study order. Filled markers: better or worse; open: no evidence."
+        ),
+    )
 
 
 def _name(metric: str) -> str:
