@@ -134,6 +134,8 @@ def write_report(
         atomic_write_text(path, render(f"report.{fmt}.j2", **context))
         written.append(path)
     write_verdicts(verdicts.verdicts, folder)
+    if folder != data.root:  # a report kept apart from its run folder carries the per-cell results it summarises
+        atomic_write_text(folder / "results.csv", (data.root / "results.csv").read_text(encoding="utf-8"))
     write_provenance(folder, ["study", "report"], regenerate)
     return written
 
