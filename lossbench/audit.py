@@ -19,11 +19,11 @@ each term of ``loss.terms(input, target)``, on a few small scenes of :mod:`lossb
   ==============  ==========================================================================================
 
 <<<<<<< HEAD
-A term whose gradient is identically zero (for example the reference centre term, whose cube maps are
+A term whose gradient is identically zero (for example the reference center term, whose cube maps are
 constants) shows a norm of 0 and 0 % everywhere: it does not train the network.
 =======
-A term whose gradient is identically zero (for example the published ICI centre term: it compares two maps of
-constant cubes drawn at the components' centres, so nothing in it depends on the probabilities) shows a norm of 0 and
+A term whose gradient is identically zero (for example the published ICI center term: it compares two maps of
+constant cubes drawn at the components' centers, so nothing in it depends on the probabilities) shows a norm of 0 and
 0 % everywhere: it does not train the network.
 >>>>>>> gallery2
 

@@ -166,7 +166,7 @@ def test_published_center_moves_nothing_trainable_does(table):
     assert all(ref[f"nz_{r}"] == 0 for r in REGIONS)
     tr = center.loc["ici[lossbench]"]
     assert tr["grad_norm"] > 0 and tr["moves"]
-    assert tr["nz_spurious"] == 1.0  # the trainable centre pushes every spurious-component voxel
+    assert tr["nz_spurious"] == 1.0  # the trainable center pushes every spurious-component voxel
 
 
 def test_blob_sees_spurious_ici_instance_does_not(table):

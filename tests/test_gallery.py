@@ -181,7 +181,7 @@ def test_run_checks_by_name():
 
 
 def test_cube_maps_hand_worked():
-    # one voxel at (5, 5) in 16x16, cube 7: centre 5, half width 3 -> indices 5 - 3 - 1 = 1 .. 5 + 3 - 1 = 7
+    # one voxel at (5, 5) in 16x16, cube 7: center 5, half width 3 -> indices 5 - 3 - 1 = 1 .. 5 + 3 - 1 = 7
     lab = np.zeros((16, 16), np.int64)
     lab[5, 5] = 1
     cubes, boxes = compute.cube_maps(lab)

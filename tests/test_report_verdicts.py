@@ -272,7 +272,7 @@ def test_real_runs_near_copy_no_evidence_and_no_gradient_worse(tmp_path):
     """3 seeds x 3 losses, 15 epochs on tiny 2D images (about 10 s on one core).
 
     "Dice copy" differs from the baseline in its smoothing constant only; "No gradient" is the published ICI with
-    only its centre term, whose gradient is zero: the network keeps its initial weights.
+    only its center term, whose gradient is zero: the network keeps its initial weights.
     """
     from rich.console import Console
 

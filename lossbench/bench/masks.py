@@ -25,7 +25,7 @@ __all__ = [
 def instances_mask(shape: Sequence[int], n: int, *, radius: float = 2.5, seed: int = 0) -> np.ndarray:
     """Exactly ``n`` separate balls in distinct cells of a regular grid (for the scaling suite).
 
-    Cells have side ``2 * ceil(radius) + 2`` so balls never touch, even with full connectivity; centres are
+    Cells have side ``2 * ceil(radius) + 2`` so balls never touch, even with full connectivity; centers are
     jittered inside their cells.
 
     Raises:
@@ -91,17 +91,17 @@ def sparse_false(target: np.ndarray, n: int, seed: int) -> np.ndarray:
 def _draw_lesions(
     rng: np.random.Generator, shape: tuple[int, ...], n_lesions: int
 ) -> tuple[np.ndarray, list[tuple[list[int], int]]]:
-    """``n_lesions`` balls of radius 1.5..8 voxels (geometric steps) at random centres 10 voxels off the border."""
+    """``n_lesions`` balls of radius 1.5..8 voxels (geometric steps) at random centers 10 voxels off the border."""
     target = np.zeros(shape, dtype=bool)
-    centres = []
+    centers = []
     radii = np.geomspace(1.5, 8.0, n_lesions)
     for r in radii:
         rr = int(math.ceil(r))
         c = [int(rng.integers(rr + 10, s - rr - 10)) for s in shape]
         d2 = sum(o**2 for o in np.ogrid[tuple(slice(-rr, rr + 1) for _ in shape)])
         target[tuple(slice(ci - rr, ci + rr + 1) for ci in c)] |= d2 <= r**2
-        centres.append((c, rr))
-    return target, centres
+        centers.append((c, rr))
+    return target, centers
 
 
 def _check_lesion_shape(shape: Sequence[int]) -> None:
@@ -141,9 +141,9 @@ def metrics_subject(shape: tuple[int, ...], n_lesions: int, seed: int = 0) -> tu
     """
     _check_lesion_shape(shape)
     rng = np.random.default_rng(seed)
-    target, centres = _draw_lesions(rng, shape, n_lesions)
+    target, centers = _draw_lesions(rng, shape, n_lesions)
     pred = np.roll(target, 1, axis=0)
-    for c, rr in centres[:3]:  # missed lesions
+    for c, rr in centers[:3]:  # missed lesions
         pred[tuple(slice(ci - rr - 1, ci + rr + 2) for ci in c)] = False
     for _ in range(3):  # false lesions
         c = [int(rng.integers(5, s - 5)) for s in shape]

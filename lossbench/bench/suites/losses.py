@@ -36,7 +36,7 @@ MONAI_DICE = "monai DiceLoss"
 
 #: Extra configurations of the instance losses timed next to their defaults (kept when the registry accepts them).
 #: ``ici``/``dici`` default to the published loss (``reference=True``: the public code's behaviour, caps included);
-#: ``reference=False`` selects lossbench's own design (set difference, trainable centre, no caps), ``tp_mode="keep"``
+#: ``reference=False`` selects lossbench's own design (set difference, trainable center, no caps), ``tp_mode="keep"``
 #: the paper's Eq. 3 without -TP.
 LOSS_VARIANTS: tuple[LossConfig, ...] = (
     ("ici reference=False", "ici", {"reference": False}),

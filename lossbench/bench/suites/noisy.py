@@ -57,7 +57,7 @@ NOISY_CASES: tuple[LossConfig, ...] = (
 )
 #: ICI/DICI cases shown without a target, and why.
 NOISY_UNCHECKED = {
-    "ici reference=False base=dicece": "no target: a cross-entropy base with the trainable centre is known to cost "
+    "ici reference=False base=dicece": "no target: a cross-entropy base with the trainable center is known to cost "
     "several times the floor",
 }
 _TARGETED = ("ici", "dici")

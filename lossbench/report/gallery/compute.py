@@ -163,7 +163,7 @@ def tp_instance_value(scene, mode: str) -> tuple[float, list[float]]:
 def cube_maps(mask_labels: np.ndarray, cube_size: int = CUBE) -> tuple[np.ndarray, list[tuple]]:
     """Union of the published center cubes of every component (the public code's center transform) and their extents.
 
-    Centre ``c = ceil(mean index)`` per axis; the cube covers ``c - h - 1 .. c + h - 1`` (inclusive), with
+    Center ``c = ceil(mean index)`` per axis; the cube covers ``c - h - 1 .. c + h - 1`` (inclusive), with
     ``h = ceil(size_axis / max(size) * offset)``, ``offset = (cube_size - 1) // 2``, truncated at the border.
     """
     shape = mask_labels.shape

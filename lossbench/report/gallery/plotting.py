@@ -70,7 +70,7 @@ def rgb(shape: tuple[int, ...], layers: list[tuple[np.ndarray, tuple[float, floa
 
 
 def legend(ax, items: list[tuple[tuple[float, float, float], str]], **kw) -> None:
-    """A legend of colour patches on ``ax`` (centred, no frame unless ``kw`` says otherwise)."""
+    """A legend of colour patches on ``ax`` (centered, no frame unless ``kw`` says otherwise)."""
     from matplotlib.patches import Patch
 
     ax.legend(
