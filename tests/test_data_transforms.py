@@ -74,10 +74,10 @@ def test_patch_mode_pos_neg_ratio(ds3):
     patches = tr(s)
     assert isinstance(patches, list) and len(patches) == 200
     assert all(p["image"].shape == (1, 8, 8, 8) for p in patches)
-    # a positive patch is centerd on a lesion voxel; negative on background
+    # a positive patch is centered on a lesion voxel; negative on background
     center_fg = [float(p["label"][0, 4, 4, 4]) for p in patches]  # MONAI centers at size // 2
     frac = np.mean(center_fg)
-    assert 0.35 < frac < 0.65  # 1:1 (negatives are background-centerd, lesion fraction ~1%)
+    assert 0.35 < frac < 0.65  # 1:1 (negatives are background-centered, lesion fraction ~1%)
     set_determinism(None)
 
 

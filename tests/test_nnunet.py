@@ -553,7 +553,7 @@ def _write_raw_dataset(raw: Path, n_cases: int = N_CASES) -> None:
     Labels hold balls of radius 1-4 (several instances of different sizes per case); the image is label + noise
     + 10, nonzero everywhere so that nnU-Net's crop to the nonzero region keeps the whole image. The validation
     case keeps every lesion voxel at coordinates <= 16 on every axis: nnU-Net's validation loader then crops the
-    whole image for both samples of the batch (a foreground-centerd 32^3 crop starts at max(0, voxel - 16) = 0),
+    whole image for both samples of the batch (a foreground-centered 32^3 crop starts at max(0, voxel - 16) = 0),
     so the validation batch is known to the test.
     """
     import nibabel as nib

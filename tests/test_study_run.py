@@ -271,7 +271,7 @@ def test_results_are_nan_safe_json(finished_run):
 
 
 def test_patch_mode_3d_with_augmentation(tmp_path):
-    """3D, random patches (half lesion-centerd), augmentation on, sliding-window validation and test."""
+    """3D, random patches (half lesion-centered), augmentation on, sliding-window validation and test."""
     study = tmp_path / "patch.yaml"
     study.write_text(
         "schema_version: 1\nname: patch3d\nseeds: [3]\n"

@@ -239,7 +239,9 @@ def test_findings_sentences():
     null.loc[null["label"] == "A", "test_dice"] = [0.80, 0.83, 0.77]  # A - Dice: 0, +0.01, -0.01
     v = run_verdicts(null, "Dice", metrics=["test_dice"])
     (sentence,) = verdict_findings(v, names={"test_dice": "DSC"})
-    assert sentence.startswith("No loss differs from Dice in DSC at 3 seeds; the smallest difference this study")
+    assert sentence.startswith(
+        "No evidence that any loss differs from Dice in DSC at 3 seeds; the smallest difference this study"
+    )
 
 
 def test_metric_directions_come_from_the_metric_registry():

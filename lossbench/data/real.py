@@ -11,7 +11,7 @@
 * :func:`brain_lesions`: real brain anatomy, the ICBM 2009a symmetric MNI152 T1 template with its white and
   grey matter probability maps that ``nilearn`` ships in ``nilearn/datasets/data`` (read with ``nibabel``),
   resampled to ``resolution`` mm and cropped to the brain; each subject gets synthetic hypointense lesions of
-  heavy-tailed sizes centerd in white matter (the ATLAS task is T1w stroke lesion segmentation), a smooth
+  heavy-tailed sizes centered in white matter (the ATLAS task is T1w stroke lesion segmentation), a smooth
   bias field and noise. All subjects share the anatomy; lesions, bias and noise differ.
 
 Both return a :class:`~lossbench.data.base.SegmentationDataset`; a missing ``tifffile``/``stardist``/
@@ -303,7 +303,7 @@ def brain_lesions(
 ) -> SegmentationDataset:
     """Real MNI152 brain anatomy with synthetic hypointense white-matter lesions of heavy-tailed sizes (3D).
 
-    Lesions are drawn as in :mod:`lossbench.data.synthetic` (volumes in voxels at ``resolution``), centerd on
+    Lesions are drawn as in :mod:`lossbench.data.synthetic` (volumes in voxels at ``resolution``), centered on
     voxels with white matter probability > 0.5 and kept inside the brain (WM + GM probability > 0.5). A lesion
     multiplies the T1 by ``1 + blur(c_k)`` with ``c_k = contrast * (small_contrast + (1 - small_contrast) * s_k)``
     (``s_k`` = log-position of the lesion volume in ``[min_volume, max_volume]``), then a bias field
@@ -423,7 +423,7 @@ class _LesionParams:
 
 @dataclass(frozen=True)
 class _Anatomy:
-    """The template fitted to the output shape: T1, brain mask and the voxels where lesions may be centerd."""
+    """The template fitted to the output shape: T1, brain mask and the voxels where lesions may be centered."""
 
     t1: np.ndarray
     brain: np.ndarray

@@ -117,7 +117,7 @@ def _axes(rng: np.random.Generator, d: int) -> np.ndarray:
 def lesion_shape(rng: np.random.Generator, volume: float, spatial_dims: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Rasterise one irregular lesion of about ``volume`` voxels.
 
-    A rotated ellipsoid with jittered axes plus 0-3 smaller rotated lobes centerd inside it (lesions under 10
+    A rotated ellipsoid with jittered axes plus 0-3 smaller rotated lobes centered inside it (lesions under 10
     voxels get no lobes); only the face-connected part containing the center voxel is kept.
 
     Args:

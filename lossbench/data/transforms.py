@@ -2,7 +2,7 @@
 
 The paper (Sec. 3, "Training") normalises every subject to zero mean and unit variance and augments with
 left/right flips, rotation, zoom, and intensity scaling and shifting; it trains on whole images or on patches
-sampled with a 1:1 ratio of positive (lesion-centerd) and negative patches. :func:`make_transforms` builds
+sampled with a 1:1 ratio of positive (lesion-centered) and negative patches. :func:`make_transforms` builds
 that pipeline for subject dicts of :mod:`lossbench.data.base` (keys ``image``, ``label``, ``id``; arrays of
 shape ``(1, *spatial)``).
 
@@ -73,8 +73,8 @@ def make_transforms(
         patch_size: patch side (int) or shape; required in patch mode, must be ``None`` in whole mode.
         augment: apply the random augmentations (False: normalisation, and cropping in patch mode, only).
         num_samples: patches per subject per epoch (patch mode; the paper uses 8).
-        pos: relative weight of lesion-centerd patches (paper: 1).
-        neg: relative weight of background-centerd patches (paper: 1).
+        pos: relative weight of lesion-centered patches (paper: 1).
+        neg: relative weight of background-centered patches (paper: 1).
         flip_prob: probability of a left/right flip (spatial axis 0).
         rotate_range: maximal rotation angle in radians (about every axis in 3D).
         rotate_prob: probability of a rotation.

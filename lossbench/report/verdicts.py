@@ -433,9 +433,9 @@ def _metric_findings(group: pd.DataFrame, name: str, prefix: str) -> list[str]:
     open_ = group[(group["verdict"] == "no evidence") & (group["n_seeds"] >= 2)]
     if len(open_):
         if len(open_) == len(group) and len(group) > 1:
-            who = "No loss differs"
+            who = "No evidence that any loss differs"
         elif len(group) == 1:
-            who = f"{open_['loss'].iloc[0]} does not differ"
+            who = f"No evidence that {open_['loss'].iloc[0]} differs"
         else:
             who = f"No evidence that {_and(list(open_['loss']), 'or')} differ{'s' if len(open_) == 1 else ''}"
         mde = open_["mde"].dropna()
@@ -457,8 +457,9 @@ def verdict_findings(verdicts: pd.DataFrame, *, names: Mapping[str, str] | None 
     """Plain sentences, metric by metric, from a :func:`run_verdicts` table.
 
     Example sentences: "ICI is better than Dice in test lesion-wise F1 by +0.04 (95% CI +0.01 to +0.07) at 5
-    seeds."; "No loss differs from Dice in test DSC at 5 seeds; the smallest difference this study could detect
-    is about 0.012." (``mde``, the median over the losses without evidence). Seeds left out are listed.
+    seeds."; "No evidence that any loss differs from Dice in test DSC at 5 seeds; the smallest difference this
+    study could detect is about 0.012." (``mde``, the median over the losses without evidence). Seeds left out
+    are listed.
 
     Args:
         verdicts: the table of :func:`run_verdicts`.

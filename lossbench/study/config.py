@@ -247,7 +247,7 @@ class TrainingConfig(_Strict):
             (:func:`lossbench.data.transforms.make_transforms`); z-score normalisation is always applied.
         patch_size: patch shape (patch mode; one entry per spatial dimension).
         patches_per_subject: patches drawn from each subject per epoch (patch mode; the paper uses 8).
-        pos_fraction: share of lesion-centerd patches (patch mode; the paper's 1:1 is 0.5).
+        pos_fraction: share of lesion-centered patches (patch mode; the paper's 1:1 is 0.5).
         max_steps_per_epoch: cap on the optimiser steps of an epoch (``null`` = no cap).
         sw_batch_size: windows per forward pass of the sliding-window inference (patch mode).
         num_workers: data-loading processes for the training transforms (0 = in the training process). With

@@ -9,7 +9,7 @@ Per cell (``config`` from :mod:`lossbench.study.grid`):
 3. Every epoch: shuffle the training subjects with a seeded generator and pass each through the
    seeded training transforms of :func:`lossbench.data.transforms.make_transforms` (z-score, the
    paper's augmentations when ``augment``; in patch mode ``patches_per_subject`` patches with a
-   ``pos_fraction`` of lesion-centerd ones), step through mini-batches and log the mean of every loss
+   ``pos_fraction`` of lesion-centered ones), step through mini-batches and log the mean of every loss
    term of ``loss.terms()``. A non-finite network output or loss stops the cell: it is finished with
    ``status="diverged"`` and the reason.
 4. Every ``val_every`` epochs and after the last one: predict each validation subject
