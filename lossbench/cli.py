@@ -42,6 +42,10 @@ def _report_after_run(run_dir: Path, command: str) -> None:
     formats = load_study(run_dir / "study.yaml").report.formats
     for path in write_report(run_dir, formats=formats, command=command):
         print(f"report: {path}")
+    from lossbench.report.render import headline_verdicts
+
+    for line in headline_verdicts(run_dir):
+        print(line if line.startswith("verdicts ") else f"  {line}")
 
 
 def _warn_after_run(run_dir: Path) -> None:

@@ -216,6 +216,12 @@ def test_run_then_report_out_records_the_commands(tmp_path, monkeypatch, capsys)
     assert calls and calls[0][1]["workers"] == 2
     out, err = capsys.readouterr()
     assert "report: runs/fake/report.md" in out
+    table = pd.read_csv(run / "verdicts.csv")
+    printed = out[out.index("verdicts against ") :].splitlines()
+    assert printed[0].startswith(f"verdicts against {table['baseline'].iloc[0]} over ")
+    shown = table[(table["metric"] == "test_dice") | (table["verdict"] != "no evidence")]
+    assert [ln.strip() for ln in printed[1:]] == verdict_findings(shown)
+    assert any("DSC" in ln for ln in printed[1:])
     warnings = [ln for ln in err.splitlines() if ln.startswith("lossbench run: warning: ")]
     assert warnings == [f"lossbench run: warning: {w}" for w in study_warnings(load_run(run).cells)]
     assert warnings[0].startswith("lossbench run: warning: Only 2 seeds with finished cells")

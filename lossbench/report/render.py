@@ -140,6 +140,31 @@ def write_report(
     return written
 
 
+def headline_verdicts(run_dir: str | Path) -> list[str]:
+    """The verdict sentences a finished run prints: every test-DSC finding and every better/worse elsewhere.
+
+    Read from ``run_dir/verdicts.csv`` (written with the report); an empty list when the run has none. The first
+    line names the baseline and the seeds; the report holds every metric with its interval.
+    """
+    import pandas as pd
+
+    from lossbench.report.verdicts import verdict_findings
+
+    path = Path(run_dir) / "verdicts.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    if table.empty:
+        return []
+    shown = table[(table["metric"] == "test_dice") | (table["verdict"] != "no evidence")]
+    seeds = int(table["n_seeds"].max())
+    head = (
+        f"verdicts against {table['baseline'].iloc[0]} over {seeds} seed(s), training run as the unit "
+        "(test DSC, and every better/worse; the report has every metric with its interval):"
+    )
+    return [head, *verdict_findings(shown)]
+
+
 def run_warnings(run_dir: str | Path) -> list[str]:
     """What limits the verdicts of a run (too few seeds, cells that did not finish, undertrained models).
 
