@@ -235,8 +235,11 @@ def test_run_then_report_out_records_the_commands(tmp_path, monkeypatch, capsys)
     capsys.readouterr()
     dest = Path("reports/fake")
     names = {p.name for p in dest.iterdir()}
-    assert names == {"report.md", "report.html", "report_files", "verdicts.csv", "provenance.json", "results.csv"}
+    assert names == {
+        "report.md", "report.html", "report_files", "verdicts.csv", "provenance.json", "results.csv", "study.yaml"
+    }  # fmt: skip
     assert (dest / "results.csv").read_text() == (run / "results.csv").read_text()  # the verdicts' input, alongside
+    assert (dest / "study.yaml").read_text() == (run / "study.yaml").read_text()  # what the report reports
     assert len(list((dest / "report_files").glob("*.png"))) == 5
     record = json.loads((dest / "provenance.json").read_text())
     assert record["command"] == (

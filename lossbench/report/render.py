@@ -105,7 +105,9 @@ def write_report(
             (see :func:`regenerate_command`).
 
     Figures go to ``report_files/`` (PNG files left there by an earlier report are replaced). A run interrupted
-    before it wrote ``results.csv`` gets one first (see :func:`load_run`).
+    before it wrote ``results.csv`` gets one first (see :func:`load_run`). A report written outside the run
+    folder also gets the run's ``results.csv`` and resolved ``study.yaml``, so that its verdicts can be
+    recomputed and its study compared with the study file it claims to report.
 
     Returns:
         The written report files, in the order of ``formats``.
@@ -134,8 +136,9 @@ def write_report(
         atomic_write_text(path, render(f"report.{fmt}.j2", **context))
         written.append(path)
     write_verdicts(verdicts.verdicts, folder)
-    if folder != data.root:  # a report kept apart from its run folder carries the per-cell results it summarises
-        atomic_write_text(folder / "results.csv", (data.root / "results.csv").read_text(encoding="utf-8"))
+    if folder != data.root:  # a report kept apart from its run folder carries the results and the resolved study
+        for name in ("results.csv", "study.yaml"):
+            atomic_write_text(folder / name, (data.root / name).read_text(encoding="utf-8"))
     write_provenance(folder, ["study", "report"], regenerate)
     return written
 
