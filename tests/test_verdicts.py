@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from scipy import stats as sps
 from statsmodels.stats.power import TTestPower
 
 from lossbench.errors import ConfigError, DataError, RegistryError
+from lossbench.report.sections.verdicts import run_warnings_of
 from lossbench.report.stats import wilcoxon_vs_baseline
 from lossbench.report.verdicts import (
     COLUMNS,
@@ -305,6 +307,32 @@ def test_study_warnings():
     assert study_warnings(ok, undertrained_share=0.5) == w[:1]
     few = study_warnings(ok[ok["seed"] < 2])
     assert few[0].startswith("Only 2 seeds with finished cells") and "use at least 3 seeds" in few[0]
+
+
+def test_study_warnings_name_runs_that_did_not_learn():
+    rows = []
+    for dataset in ("L1", "L2"):
+        for seed in range(5):
+            for label in ("Dice", "CC"):
+                val = 0.8 + 0.01 * seed
+                if label == "CC" and dataset == "L1" and seed in (0, 3):
+                    val = 0.05 * (seed + 1)  # 0.05 and 0.20: below half the median (0.81)
+                rows.append({"dataset": dataset, "label": label, "seed": seed, "status": "ok", "val_dsc": val})
+    w = study_warnings(pd.DataFrame(rows))
+    assert w == [
+        "2 finished cell(s) reached less than 50% of their loss's median validation DSC, runs that did not learn: "
+        "CC [L1] seed(s) 0, 3 (validation DSC 0.05, 0.20; median of its cells 0.81). They stay in the verdicts and "
+        "widen the intervals of their loss; it may need more epochs or another learning rate."
+    ]
+    assert study_warnings(pd.DataFrame(rows), not_learned=0.01) == []
+    one = pd.DataFrame(rows)
+    one = one[one["dataset"] == "L1"].drop(columns="dataset")
+    assert study_warnings(one)[0].startswith("2 finished cell(s) reached less than 50%")
+    assert "CC seed(s) 0, 3" in study_warnings(one)[0]
+    # The report's warnings take the validation DSC from the results table (the cells table has none).
+    results = one.assign(cell_id=[f"c{i}" for i in range(len(one))])
+    data = SimpleNamespace(cells=results.drop(columns="val_dsc"), results=results)
+    assert run_warnings_of(data) == study_warnings(one)
 
 
 def test_on_a_real_run_folder(tmp_path):

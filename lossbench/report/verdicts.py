@@ -493,14 +493,19 @@ def method_note(verdicts: pd.DataFrame, *, alpha: float = 0.05) -> str:
     )
 
 
-def study_warnings(results: pd.DataFrame, *, min_seeds: int = 3, undertrained_share: float = 0.25) -> list[str]:
+def study_warnings(
+    results: pd.DataFrame, *, min_seeds: int = 3, undertrained_share: float = 0.25, not_learned: float = 0.5
+) -> list[str]:
     """Warnings about what a study's verdicts can say: too few seeds, diverged cells, undertrained models.
 
     Args:
-        results: the results table (``label``, ``seed``; ``status``, ``best_epoch``, ``epochs_run`` when present).
+        results: the results table (``label``, ``seed``; ``status``, ``best_epoch``, ``epochs_run``, ``val_dsc``,
+            ``dataset`` when present).
         min_seeds: warn below this number of seeds with a finished cell.
         undertrained_share: warn when at least this share of the finished cells have their best validation
             DSC at the last validated epoch (the last epoch: validation always runs after it).
+        not_learned: name the finished cells whose best validation DSC is below this fraction of the median of
+            the same loss's cells (same dataset): runs that did not learn, which widen that loss's intervals.
 
     Returns:
         Sentences, empty when there is nothing to warn about.
@@ -519,7 +524,34 @@ def study_warnings(results: pd.DataFrame, *, min_seeds: int = 3, undertrained_sh
         cells = ", ".join(f"{r.label} seed {r.seed} ({r.status})" for r in bad.itertuples(index=False))
         out.append(f"{len(bad)} cell(s) did not finish normally and are left out of the verdicts: {cells}.")
     out.extend(_undertrained(ok, undertrained_share))
+    out.extend(_not_learned(ok, not_learned))
     return out
+
+
+def _not_learned(ok: pd.DataFrame, fraction: float) -> list[str]:
+    """One sentence naming the cells far below their loss's median validation DSC (same dataset), if any."""
+    if "val_dsc" not in ok.columns or ok.empty:
+        return []
+    val = pd.to_numeric(ok["val_dsc"], errors="coerce")
+    keys = [ok["dataset"], ok["label"]] if "dataset" in ok.columns else [ok["label"]]
+    median = val.groupby(keys, sort=False).transform("median")
+    low = ok[(val < fraction * median) & (median > 0)]
+    if low.empty:
+        return []
+    several = "dataset" in ok.columns and ok["dataset"].nunique() > 1
+    parts = []
+    for key, group in low.groupby(keys, sort=False):
+        dataset, label = key if len(keys) == 2 else ("", key[0] if isinstance(key, tuple) else key)
+        where = f" [{dataset}]" if several else ""
+        seeds = ", ".join(str(s) for s in group["seed"])
+        values = ", ".join(f"{v:.2f}" for v in pd.to_numeric(group["val_dsc"]))
+        mid = float(median.loc[group.index[0]])
+        parts.append(f"{label}{where} seed(s) {seeds} (validation DSC {values}; median of its cells {mid:.2f})")
+    return [
+        f"{len(low)} finished cell(s) reached less than {fraction:.0%} of their loss's median validation DSC, "
+        f"runs that did not learn: {'; '.join(parts)}. They stay in the verdicts and widen the intervals of their "
+        "loss; it may need more epochs or another learning rate."
+    ]
 
 
 def _undertrained(ok: pd.DataFrame, share: float) -> list[str]:

@@ -60,7 +60,10 @@ def run_warnings_of(data: RunData) -> list[str]:
     """Warnings about what the run's verdicts can say, over every expected cell (failed and missing ones included)."""
     from lossbench.report.verdicts import study_warnings
 
-    return study_warnings(data.cells)
+    cells = data.cells
+    if "val_dsc" in data.results.columns and "cell_id" in cells.columns:  # for the runs that did not learn
+        cells = cells.merge(data.results[["cell_id", "val_dsc"]], on="cell_id", how="left")
+    return study_warnings(cells)
 
 
 def verdict_section(data: RunData) -> VerdictSection:
