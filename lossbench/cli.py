@@ -45,7 +45,7 @@ def _report_after_run(run_dir: Path, command: str) -> None:
     from lossbench.report.render import headline_verdicts
 
     for line in headline_verdicts(run_dir):
-        print(line if line.startswith("verdicts ") else f"  {line}")
+        print(line)
 
 
 def _warn_after_run(run_dir: Path) -> None:

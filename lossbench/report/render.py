@@ -144,10 +144,10 @@ def write_report(
 
 
 def headline_verdicts(run_dir: str | Path) -> list[str]:
-    """The verdict sentences a finished run prints: every test-DSC finding and every better/worse elsewhere.
+    """The lines a finished run prints: a heading, then every test-DSC finding and every better/worse elsewhere.
 
-    Read from ``run_dir/verdicts.csv`` (written with the report); an empty list when the run has none. The first
-    line names the baseline and the seeds; the report holds every metric with its interval.
+    Read from ``run_dir/verdicts.csv`` (written with the report); an empty list when the run has none. The heading
+    names the baseline and the seeds; the findings are indented; the report holds every metric with its interval.
     """
     import pandas as pd
 
@@ -165,7 +165,7 @@ def headline_verdicts(run_dir: str | Path) -> list[str]:
         f"verdicts against {table['baseline'].iloc[0]} over {seeds} seed(s), training run as the unit "
         "(test DSC, and every better/worse; the report has every metric with its interval):"
     )
-    return [head, *verdict_findings(shown)]
+    return [head, *(f"  {sentence}" for sentence in verdict_findings(shown))]
 
 
 def run_warnings(run_dir: str | Path) -> list[str]:

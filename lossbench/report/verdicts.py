@@ -533,22 +533,23 @@ def _not_learned(ok: pd.DataFrame, fraction: float) -> list[str]:
     if "val_dsc" not in ok.columns or ok.empty:
         return []
     val = pd.to_numeric(ok["val_dsc"], errors="coerce")
-    keys = [ok["dataset"], ok["label"]] if "dataset" in ok.columns else [ok["label"]]
-    median = val.groupby(keys, sort=False).transform("median")
-    low = ok[(val < fraction * median) & (median > 0)]
-    if low.empty:
+    dataset = ok["dataset"] if "dataset" in ok.columns else pd.Series("", index=ok.index)
+    median = val.groupby([dataset, ok["label"]], sort=False).transform("median")
+    low = (val < fraction * median) & (median > 0)
+    if not low.any():
         return []
-    several = "dataset" in ok.columns and ok["dataset"].nunique() > 1
+    several = dataset.nunique() > 1
     parts = []
-    for key, group in low.groupby(keys, sort=False):
-        dataset, label = key if len(keys) == 2 else ("", key[0] if isinstance(key, tuple) else key)
-        where = f" [{dataset}]" if several else ""
-        seeds = ", ".join(str(s) for s in group["seed"])
-        values = ", ".join(f"{v:.2f}" for v in pd.to_numeric(group["val_dsc"]))
-        mid = float(median.loc[group.index[0]])
-        parts.append(f"{label}{where} seed(s) {seeds} (validation DSC {values}; median of its cells {mid:.2f})")
+    for (ds, label), group in val[low].groupby([dataset[low], ok["label"][low]], sort=False):
+        where = f" [{ds}]" if several else ""
+        seeds = ", ".join(str(s) for s in ok.loc[group.index, "seed"])
+        values = ", ".join(f"{v:.2f}" for v in group)
+        parts.append(
+            f"{label}{where} seed(s) {seeds} (validation DSC {values}; median of its cells "
+            f"{median[group.index[0]]:.2f})"
+        )
     return [
-        f"{len(low)} finished cell(s) reached less than {fraction:.0%} of their loss's median validation DSC, "
+        f"{int(low.sum())} finished cell(s) reached less than {fraction:.0%} of their loss's median validation DSC, "
         f"runs that did not learn: {'; '.join(parts)}. They stay in the verdicts and widen the intervals of their "
         "loss; it may need more epochs or another learning rate."
     ]
