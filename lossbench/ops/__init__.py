@@ -30,6 +30,7 @@ from lossbench.ops.boxes import (
     inverse_coverage_sums,
     window_sums,
 )
+from lossbench.ops.cubes import CubeGeometry, cube_geometry
 from lossbench.ops.dispatch import torch_only, use_numpy
 from lossbench.ops.indexing import (
     count_nonzero_rows,
@@ -60,6 +61,8 @@ __all__ = [
     "box_sums",
     "covering_sums",
     "inverse_coverage_sums",
+    "CubeGeometry",
+    "cube_geometry",
     "row_words",
     "box_row_words",
     "union_bitmap",

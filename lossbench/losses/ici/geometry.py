@@ -32,6 +32,7 @@ from lossbench.ops import (
     coverage_work_size,
     covering_sums,
     cube_coverage,
+    cube_geometry,
     flat_nonzero,
     inverse_coverage_sums,
     popcount,
@@ -325,6 +326,15 @@ def _dense_geometry(
     (:func:`lossbench.ops.inverse_coverage_sums`); for "voxels" every prediction-only voxel with its count, whose
     average over the covering cubes is then a filter of the whole volume (:func:`lossbench.ops.covering_sums`).
     """
+    if detail != "voxels" and use_numpy(label_center):
+        cubes = cube_geometry(
+            label_center, label_image, pred_center, pred_image, n_img, spatial, half, weights=detail == "weights"
+        )
+        return CenterGeometry(
+            both=cubes.both, label=cubes.label, pred=cubes.pred, label_only_pos=cubes.label_only_pos,
+            label_only_image=torch.div(cubes.label_only_pos, math.prod(spatial), rounding_mode="floor"),
+            pred_cube_weight=cubes.pred_cube_weight,
+        )  # fmt: skip
     dev = label_center.device
     shape = (n_img, *spatial)
     size = coverage_work_size(shape, half)
