@@ -21,6 +21,7 @@ from lossbench.ops import (
     coverage_work_size,
     covering_sums,
     cube_coverage,
+    cube_geometry,
     flat_nonzero,
     inverse_coverage_sums,
     popcount,
@@ -291,3 +292,87 @@ def test_covering_sums_match_brute_force_in_value_and_gradient(shape, half):
     g1 = torch.autograd.grad((got * weights).sum(), values)[0]
     g2 = torch.autograd.grad((expected * weights).sum(), values)[0]
     assert torch.allclose(g1, g2, rtol=1e-12, atol=1e-12)
+
+
+def _brute_cube_geometry(label_center, label_image, pred_center, pred_image, n_img, spatial, half):
+    """The quantities of cube_geometry by slicing every cube into dense maps (float64 weights)."""
+    shape = (n_img, *spatial)
+    in_label = torch.zeros(shape, dtype=torch.bool)
+    count = torch.zeros(shape, dtype=torch.int64)
+
+    def window(c):
+        return tuple(slice(max(ci - h, 0), max(ci + h + 1, 0)) for ci, h in zip(c, half))
+
+    for c, b in zip(label_center.tolist(), label_image.tolist()):
+        in_label[b][window(c)] = True
+    for c, b in zip(pred_center.tolist(), pred_image.tolist()):
+        count[b][window(c)] += 1
+    covered = count > 0
+    inverse = torch.where(~in_label & covered, 1.0 / count.double().clamp(min=1), 0.0)
+    weights = [float(inverse[b][window(c)].sum()) for c, b in zip(pred_center.tolist(), pred_image.tolist())]
+    per_image = lambda m: m.reshape(n_img, -1).sum(1)  # noqa: E731
+    return (
+        per_image(in_label & covered), per_image(in_label), per_image(covered),
+        torch.nonzero((in_label & ~covered).reshape(-1)).reshape(-1), torch.tensor(weights, dtype=torch.float64),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spatial", "half", "n_label", "n_pred"),
+    [
+        ((11, 12, 13), (2, 1, 3), 9, 60),
+        ((9, 10, 8), (0, 2, 1), 4, 40),
+        ((17, 9), (3, 1), 5, 30),
+        ((21,), (2,), 3, 8),
+        ((7, 8, 9), (1, 1, 1), 0, 25),  # no label cube anywhere
+        ((7, 8, 9), (3, 3, 3), 6, 0),  # no prediction cube
+    ],
+)
+def test_cube_geometry_matches_slicing(spatial, half, n_label, n_pred):
+    """Counts, uncovered label voxels and cube weights of the streamed kernel against dense slicing: centers one
+    voxel outside the image on either side, images without cubes (batch of 3, cubes drawn in images 0 and 2)."""
+    rng = np.random.default_rng(sum(spatial) + n_pred)
+    n_img = 3
+    draw = lambda n: torch.from_numpy(np.stack([rng.integers(-1, s + 1, n) for s in spatial], 1))  # noqa: E731
+    label_center, pred_center = draw(n_label), draw(n_pred)
+    label_image = torch.from_numpy(rng.choice([0, 2], n_label))
+    pred_image = torch.from_numpy(rng.choice([0, 2], n_pred))
+    expected = _brute_cube_geometry(label_center, label_image, pred_center, pred_image, n_img, spatial, half)
+    got = cube_geometry(label_center, label_image, pred_center, pred_image, n_img, spatial, half, weights=True)
+    for name, want, have in zip(("both", "label", "pred", "label_only_pos"), expected, got):
+        assert torch.equal(have, want), name
+    assert got.pred_cube_weight.dtype == torch.float64
+    assert torch.allclose(got.pred_cube_weight, expected[4], rtol=1e-12, atol=1e-13)
+    assert n_pred == 0 or expected[4].sum() > 0
+    counts_only = cube_geometry(label_center, label_image, pred_center, pred_image, n_img, spatial, half, weights=False)
+    assert counts_only.pred_cube_weight is None
+    assert all(torch.equal(a, b) for a, b in zip(counts_only[:4], got[:4]))
+
+
+def test_cube_geometry_weights_exact_zero_inside_labels_and_many_covering_cubes():
+    """A prediction cube entirely inside a label cube weighs exactly 0; 300 cubes on the same voxels (a count
+    beyond a byte) give each cube 1/300 per voxel, within the fixed point's resolution."""
+    spatial, half = (9, 9, 9), (1, 1, 1)
+    label_center = torch.tensor([[4, 4, 4]])
+    inside = torch.tensor([[4, 4, 4]])  # the same 3^3 voxels as the label cube
+    got = cube_geometry(label_center, torch.tensor([0]), inside, torch.tensor([0]), 1, spatial, half, weights=True)
+    assert got.pred_cube_weight.tolist() == [0.0]
+    pile = torch.tensor([[1, 1, 1]] * 300)
+    far = torch.tensor([[7, 7, 7]])
+    got = cube_geometry(
+        far, torch.tensor([0]), pile, torch.zeros(300, dtype=torch.int64), 1, spatial, half, weights=True
+    )
+    # each cube of the pile covers the 3^3 voxels 0..2 on every axis, all shared by the 300 cubes
+    assert torch.allclose(got.pred_cube_weight, torch.full((300,), 27 / 300, dtype=torch.float64), rtol=1e-14)
+    assert got.both.tolist() == [0] and got.pred.tolist() == [27] and got.label.tolist() == [27]
+    assert got.label_only_pos.numel() == 27
+
+
+@pytest.mark.parametrize("cube_size", [3, 7, 31, 101])
+def test_cube_geometry_fixed_point_never_overflows(cube_size):
+    """The fraction bits leave room for a whole cube of weight-1 voxels: a lone cube's weight is its volume."""
+    half = ((cube_size - 1) // 2,) * 3
+    side = cube_size + 2
+    center = torch.tensor([[side // 2] * 3])
+    got = cube_geometry(center[:0], center[:0, 0], center, torch.tensor([0]), 1, (side,) * 3, half, weights=True)
+    assert got.pred_cube_weight.tolist() == [float(cube_size**3)]

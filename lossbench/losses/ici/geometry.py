@@ -11,7 +11,9 @@ for the prediction cubes outside every label cube, how much each cube contribute
 
 * row bitmaps on CPU (:mod:`lossbench.ops.bitmaps`): each cube row as 64-bit words, O(cubes x rows);
 * a voxel listing elsewhere: every cube voxel, one sort, O(cube voxels x log);
-* a dense coverage grid when the cubes cover a large part of the volume: O(voxels), whatever the number of cubes.
+* a dense algorithm when the cubes cover a large part of the volume, O(voxels) whatever the number of cubes: on
+  CPU the volume streamed plane by plane (:func:`lossbench.ops.cube_geometry`, O(plane) memory; for the "voxels"
+  detail the coverage grids below), elsewhere dense coverage grids.
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ __all__ = ["CenterGeometry", "center_geometry", "half_widths", "cube_bounds", "D
 #: "voxels" (trainable center, any base: the label-only voxels and every prediction-only voxel with its cubes).
 DETAILS = ("counts", "weights", "voxels")
 
-#: Cube-voxel fraction of the batch volume above which the dense grid replaces the sparse algorithm. Crossovers
-#: measured on one CPU core at 96^3 (ICI forward+backward, trainable center): row bitmaps and the dense grid cost
-#: the same near half of the volume; the voxel listing (other devices) crosses over near 5 %.
+#: Cube-voxel fraction of the batch volume above which the dense algorithm replaces the sparse one. The values
+#: come from crossovers measured on one CPU core at 96^3 (ICI forward+backward, trainable center) with the earlier
+#: CPU grid: row bitmaps and that grid cost the same near half of the volume; the voxel listing (other devices)
+#: crosses over near 5 %. The streamed CPU kernel (:func:`lossbench.ops.cube_geometry`) is cheaper: measured on
+#: 2026-12-03, it costs the same as the bitmaps near 18 % of the volume (11 ms) and is 1.7x faster at 40 %
+#: (11.8 vs 19.7 ms), so the CPU threshold could come down to about 0.2 (not yet changed).
 DENSE_CENTER_FRACTION = {"bitmap": 0.5, "listing": 0.05}
 
 
