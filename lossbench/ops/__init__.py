@@ -9,6 +9,7 @@ returns torch tensors and makes that choice once, with :func:`use_numpy`; every 
 * :mod:`lossbench.ops.indexing`: nonzero positions, gathers, thresholds, sorted uniques, segment sums.
 * :mod:`lossbench.ops.boxes`: axis-aligned boxes: their voxels, coverage counts, window and box sums.
 * :mod:`lossbench.ops.bitmaps`: sets of voxels as 64-bit words along the last axis (numpy, CPU).
+* :mod:`lossbench.ops.cubes`: label and prediction cubes streamed plane by plane (numba, CPU): counts, weights.
 """
 
 from lossbench.ops.bitmaps import (
