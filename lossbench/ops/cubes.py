@@ -74,7 +74,8 @@ def cube_geometry(
     """Overlap counts of label and prediction cubes, uncovered label-cube voxels and (optionally) cube weights.
 
     Args:
-        label_center: int64 ``(N, ndim)`` centers of the label cubes, each coordinate in ``-1 .. s``.
+        label_center: int64 ``(N, ndim)`` centers of the label cubes, each coordinate in ``-1 .. s`` (not
+            checked: the compiled loop indexes with them; the center term's centers, ``ceil(mean) - 1``, always are).
         label_image: int64 ``(N,)`` image of every label cube.
         pred_center: the same for the prediction cubes.
         pred_image: their images.
