@@ -324,8 +324,10 @@ def _dense_geometry(
     half: tuple[int, ...],
     detail: str,
 ) -> CenterGeometry:
-    """Geometry from dense coverage grids (:func:`lossbench.ops.cube_coverage`): O(voxels), any number of cubes.
+    """Geometry of many cubes in O(voxels): streamed planes on CPU, else dense coverage grids.
 
+    On CPU, "counts" and "weights" come from :func:`lossbench.ops.cube_geometry` (one plane of the first axis at a
+    time, O(plane) memory); "voxels", and every other device, from the grids of :func:`lossbench.ops.cube_coverage`.
     Centers here are the cubes' own centers (``ceil(mean) - 1``). Only the unions are materialised for "counts"; for
     "weights" the prediction cubes' coverage counts too, from which each cube's weight is summed
     (:func:`lossbench.ops.inverse_coverage_sums`); for "voxels" every prediction-only voxel with its count, whose
