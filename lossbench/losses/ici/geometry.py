@@ -56,8 +56,9 @@ DETAILS = ("counts", "weights", "voxels")
 #: come from crossovers measured on one CPU core at 96^3 (ICI forward+backward, trainable center) with the earlier
 #: CPU grid: row bitmaps and that grid cost the same near half of the volume; the voxel listing (other devices)
 #: crosses over near 5 %. The streamed CPU kernel (:func:`lossbench.ops.cube_geometry`) is cheaper: measured on
-#: 2026-12-03, it costs the same as the bitmaps near 18 % of the volume (11 ms) and is 1.7x faster at 40 %
-#: (11.8 vs 19.7 ms), so the CPU threshold could come down to about 0.2 (not yet changed).
+#: 2026-12-03 (best of 4, while two study workers loaded the machine), it costs the same as the bitmaps near 18 % of
+#: the volume (11 ms) and is 1.7x faster at 40 % (11.8 vs 19.7 ms), so the CPU threshold could come down to about
+#: 0.2 (not yet changed).
 DENSE_CENTER_FRACTION = {"bitmap": 0.5, "listing": 0.05}
 
 
