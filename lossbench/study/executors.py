@@ -24,12 +24,20 @@ machine). Raise ``threads`` for large 3D networks on many-core CPUs.
   lossbench (same version) must be installed on the workers.
 
 Interruption (Ctrl-C): a ``KeyboardInterrupt`` in the driver stops the executor at once. Queued
-cells are cancelled and running ones are stopped (worker processes terminated, Ray tasks cancelled
-with ``force=True``); their folders have no ``done.json``, so the next run redoes them. Worker
-processes ignore SIGINT from birth (it is blocked while they are spawned), so a Ctrl-C that the
-terminal sends to the whole process group reaches only the driver, which then stops them: the
-outcome does not depend on who received the signal. :meth:`LocalExecutor.abort` kills the workers
-without waiting (a second Ctrl-C).
+cells are cancelled and running ones are stopped; their folders have no ``done.json``, so the next run
+redoes them. Worker processes ignore SIGINT from birth (it is blocked while they are spawned: the local
+pool's workers, and every process of a local Ray runtime), so a Ctrl-C that the terminal sends to the
+whole process group reaches only the driver, which then stops them: the outcome does not depend on who
+received the signal. The local pool's workers are terminated; a local Ray runtime is shut down as a
+whole, which ends its tasks (no task is cancelled one by one: Ray can abort the driver on an internal
+check when a task completes while it is being force-cancelled); on a Ray runtime that this process did
+not start, the tasks that have not finished are cancelled with ``force=True``. :meth:`LocalExecutor.abort`
+kills the workers without waiting (a second Ctrl-C).
+
+Temporary folders: a Ray task trains in a temporary folder. With a local runtime these folders lie in
+one folder (``lossbench-ray-<driver pid>-*`` in the system's temporary folder) that the driver removes when the run
+ends, interrupted or not; on a cluster each task removes its own, except a task killed by a
+cancellation, which leaves it in the node's temporary folder.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -224,12 +233,12 @@ def _worker_cell(cell: Cell, run_dir: str, device: str, threads: int | None) -> 
     return run_cell_in_store(cell, run_dir, device, threads, _EVENTS.put)
 
 
-def _ray_cell(config: dict[str, Any], cell_id: str, device: str, threads: int) -> dict[str, Any]:
-    """Ray task body: train in a temporary folder on the worker and return the cell's files."""
+def _ray_cell(config: dict[str, Any], cell_id: str, device: str, threads: int, tmp_root: str | None) -> dict[str, Any]:
+    """Ray task body: train in a temporary folder on the worker (under ``tmp_root`` if given) and return the files."""
     from lossbench.study.train import collect_files, format_exception, resolve_device, train_cell
 
     _set_threads(threads)
-    with tempfile.TemporaryDirectory(prefix=f"lossbench-{cell_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"lossbench-{cell_id}-", dir=tmp_root) as tmp:
         try:
             done = train_cell(config, Path(tmp) / cell_id, device=resolve_device(device), cell_id=cell_id)
         except Exception as exc:  # noqa: BLE001 - reported to the driver
@@ -261,7 +270,7 @@ class RayExecutor:
         """Submit every cell, write each result into the run folder as it arrives.
 
         Raises:
-            KeyboardInterrupt: Ctrl-C; every unfinished task was cancelled (``force=True``) before it propagates.
+            KeyboardInterrupt: Ctrl-C; every unfinished task was ended before it propagates (see the module docstring).
         """
         try:
             import ray
@@ -269,15 +278,18 @@ class RayExecutor:
             raise MissingExtraError(
                 "`executor` 'ray' must have the ray package installed, got no ray (pip install 'lossbench[ray]')"
             ) from None
-        started = self._connect(ray)
+        connected_before = ray.is_initialized()
+        local = not connected_before and self.address is None
+        tmp_root = tempfile.mkdtemp(prefix=f"lossbench-ray-{os.getpid()}-") if local else None
         unfinished: dict[Any, Cell] = {}
         try:
+            self._connect(ray)
             gpus = 1 if device.startswith("cuda") else 0
             if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
                 gpus = 1
             task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=0)(_ray_cell)
             for cell in cells:
-                unfinished[task.remote(cell.config, cell.id, device, self.threads)] = cell
+                unfinished[task.remote(cell.config, cell.id, device, self.threads, tmp_root)] = cell
                 on_event({"cell": cell.id, "kind": "submitted"})
             store = RunStore(run_dir)
             while unfinished:
@@ -285,31 +297,46 @@ class RayExecutor:
                 for ref in ready:
                     on_done(_commit_ray_result(ray, ref, unfinished.pop(ref), store))
         except BaseException:
-            for ref in unfinished:  # queued tasks are dropped, running ones killed
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+            if not local and unfinished and ray.is_initialized():
+                _cancel_unfinished(ray, list(unfinished))
             raise
         finally:
-            if started:
-                ray.shutdown()
+            if not connected_before and ray.is_initialized():
+                ray.shutdown()  # a local runtime stops as a whole, and with it every task it runs
+            if tmp_root is not None:
+                shutil.rmtree(tmp_root, ignore_errors=True)
 
-    def _connect(self, ray: Any) -> bool:
-        """Start a local Ray runtime or join the cluster unless Ray is already initialised; True if started here."""
+    def _connect(self, ray: Any) -> None:
+        """Start a local Ray runtime, or join the cluster, unless Ray is already initialised.
+
+        A local runtime's processes (and the workers they start) are spawned with SIGINT blocked: the terminal's
+        Ctrl-C reaches only the driver.
+        """
         if ray.is_initialized():
-            return False
+            return
         if self.address is None:
-            ray.init(
-                num_cpus=self.num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            with _sigint_blocked():
+                ray.init(
+                    num_cpus=self.num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         else:
             ray.init(address=self.address, log_to_driver=False)
-        return True
 
     def abort(self) -> None:
         """Nothing to kill from here: Ray ends a driver's tasks (and a local runtime) when the driver exits."""
+
+
+def _cancel_unfinished(ray: Any, refs: list[Any]) -> None:
+    """Cancel (``force=True``) the tasks of ``refs`` that have not finished; a finished task is left alone."""
+    with contextlib.suppress(Exception):
+        finished = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        refs = [ref for ref in refs if ref not in finished]
+    for ref in refs:  # queued tasks are dropped, running ones killed
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
 
 
 def _commit_ray_result(ray: Any, ref: Any, cell: Cell, store: RunStore) -> CellOutcome:
