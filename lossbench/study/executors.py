@@ -35,9 +35,9 @@ not start, the tasks that have not finished are cancelled with ``force=True``. :
 kills the workers without waiting (a second Ctrl-C).
 
 Temporary folders: a Ray task trains in a temporary folder. With a local runtime these folders lie in
-one folder (``lossbench-ray-<driver pid>-*`` in the system's temporary folder) that the driver removes when the run
-ends, interrupted or not; on a cluster each task removes its own, except a task killed by a
-cancellation, which leaves it in the node's temporary folder.
+one folder (``lossbench-ray-<driver pid>-*`` in the system's temporary folder) that the driver removes
+when the run ends, interrupted or not; on a cluster each task removes its own, except a task killed by
+a cancellation, which leaves it in the node's temporary folder.
 """
 
 from __future__ import annotations
